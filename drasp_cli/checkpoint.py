@@ -1,0 +1,196 @@
+"""drasp checkpoints: a folder with ``config.json`` + ``model.safetensors`` + ``README.md``.
+
+This is the layout of ``huggingface_hub``'s ``PyTorchModelHubMixin``, so ``MosModel.from_pretrained``
+and ``push_to_hub`` work on it; the folder can be local or a Hub repository. No pickle is read.
+A frozen pretrained backbone is not copied into the checkpoint: its config records the source
+(Hub repo, file, revision, SHA-256) and the weights are fetched from there when loading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .hub import hub_file, sha256_of
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_checkpoint(model, directory: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` as a checkpoint folder; returns the folder.
+
+    ``card`` adds sections to the generated model card (e.g. ``{"data": ..., "metrics": ...}``);
+    without it, what the model carries in ``model.card_info`` is used.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    source = config.backbone.source
+    weights_path = getattr(model.backbone, "weights_path", None)
+    if source is not None and source.sha256 is None and weights_path is not None:
+        # Pin the exact pretrained file the model was made with.
+        config = replace(config, backbone=replace(config.backbone, source=replace(source, sha256=sha256_of(Path(weights_path)))))
+        model.config = config
+    state = {k: v.detach().cpu().contiguous() for k, v in model.checkpoint_state().items()}
+    meta = {"format": "pt", "drasp_version": __version__, "format_version": str(config.format_version)}
+    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=meta))
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+    info = card if card is not None else getattr(model, "card_info", None) or {}
+    card_text = model_card(model, info)
+    _atomic_write(directory / CARD_NAME, lambda p: p.write_text(card_text, encoding="utf-8"))
+    return directory
+
+
+def _checkpoint_files(name_or_path: str | Path, revision: str | None) -> tuple[Path, Path]:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+        for p in (config_path, weights_path):
+            if not p.is_file():
+                raise CheckpointError(f"{path}: not a drasp checkpoint folder ({p.name} is missing)")
+        return config_path, weights_path
+    text = str(name_or_path)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise CheckpointError(f"{text}: no checkpoint folder there, and it is not a Hub repo id (owner/name)")
+    return hub_file(text, CONFIG_NAME, revision), hub_file(text, WEIGHTS_NAME, revision)
+
+
+def read_config(config_path: Path):
+    """Parse a checkpoint's ``config.json`` strictly (unknown keys are errors)."""
+    from .model import ModelConfig
+
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{config_path}: not a readable JSON config ({e})") from None
+    try:
+        return ModelConfig.from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{config_path}: {e}") from None
+
+
+def read_checkpoint(name_or_path: str | Path, revision: str | None = None, device: str = "cpu"):
+    """Load a checkpoint folder (local, or a Hub repo id) into an eval-mode :class:`MosModel`.
+
+    Raises :class:`CheckpointError` when a file is missing, the config has unknown keys, or the
+    weights do not match the network the config describes.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import MosModel
+
+    config_path, weights_path = _checkpoint_files(name_or_path, revision)
+    config = read_config(config_path)
+    try:
+        model = MosModel(config)
+    except ConfigError as e:
+        raise CheckpointError(f"{config_path}: {e}") from None
+    stored_backbone = config.backbone.trainable or config.backbone.source is None
+    model.backbone.load(pretrained=not stored_backbone)
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
+    expected = model.checkpoint_state()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if tuple(expected[k].shape) != tuple(weights[k].shape))
+    if missing or unexpected or wrong:
+        what = f"backbone {config.backbone.name!r}, pooling {config.pooling.method!r}"
+        parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise CheckpointError(f"{weights_path}: weights do not match {config_path.name} ({what}): " + "; ".join(parts))
+    model.load_state_dict(weights, strict=False)
+    model.checkpoint_source = str(name_or_path)
+    model.checkpoint_revision = revision
+    return model.to(device).eval()
+
+
+def load_model(name_or_path: str | Path, revision: str | None = None, device: str = "cpu"):
+    """Load a drasp model from a checkpoint folder or a Hugging Face Hub repo id.
+
+    >>> import tempfile
+    >>> from drasp_cli.model import MosModel, ModelConfig
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = save_model(MosModel(ModelConfig()), d)
+    ...     load_model(d).config.axes
+    ('MOS',)
+    """
+    return read_checkpoint(name_or_path, revision=revision, device=device)
+
+
+def save_model(model, directory: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """Save a model as a checkpoint folder (``config.json``, ``model.safetensors``, ``README.md``)."""
+    if card is not None:
+        model.card_info = card
+    model.save_pretrained(directory)
+    return Path(directory)
+
+
+def model_card(model, info: dict[str, Any]) -> str:
+    """A Markdown model card (with Hub metadata) describing what the model predicts and how."""
+    c = model.config
+    bb = c.backbone
+    source = bb.source
+    if source is None:
+        weights = "trained from scratch; all weights are in `model.safetensors`"
+    else:
+        where = source.path or f"{source.repo_id}/{source.filename}" + (f"@{source.revision}" if source.revision else "")
+        how = "fine-tuned (weights in `model.safetensors`)" if bb.trainable else "frozen (not copied; fetched from the source)"
+        weights = f"`{where}`" + (f" (SHA-256 `{source.sha256}`)" if source.sha256 else "") + f", {how}"
+    lines = [
+        "---",
+        "library_name: drasp",
+        "tags: [audio, mos-prediction, drasp]",
+        "pipeline_tag: audio-classification",
+        "---",
+        "",
+        f"# {info.get('title', 'drasp MOS predictor')}",
+        "",
+        info.get("summary", "Predicts mean opinion scores of audio clips."),
+        "",
+        "## Model",
+        "",
+        f"- Outputs: {', '.join(c.axes)}" + (f" (with the text prompt: {', '.join(c.text_axes)})" if c.text_axes else ""),
+        f"- Backbone: `{bb.name}`" + (f" ({bb.variant})" if bb.variant else "") + f"; weights: {weights}",
+        f"- Pooling: `{c.pooling.method}`"
+        + (f", segments of {c.pooling.segment_size} frames = {model.segment_seconds:.3f} s" if "segment" in c.pooling.method or c.pooling.method == "drasp" else ""),
+        f"- Head: {c.head}" + (f" {' -> '.join(map(str, c.head_hidden))} -> 1" if c.head == "mlp" else ""),
+        f"- Made with drasp {__version__} (checkpoint format {c.format_version})",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "drasp score ./clips --model PATH_OR_REPO_ID",
+        "```",
+    ]
+    for title, body in info.items():
+        if title in ("title", "summary"):
+            continue
+        lines += ["", f"## {title.replace('_', ' ').capitalize()}", ""]
+        if isinstance(body, dict):
+            lines += [f"- {k}: {v}" for k, v in body.items()]
+        else:
+            lines.append(str(body))
+    return "\n".join(lines) + "\n"
