@@ -27,3 +27,10 @@ class AudioError(DraspError):
 
 class DataError(DraspError):
     """A manifest, label list or system map is malformed."""
+
+
+# Exit codes of the command line (2 is Typer/Click's usage error).
+EXIT_OK = 0
+EXIT_ERROR = 1  # nothing could run: bad model, bad options, no input could be scored
+EXIT_INPUTS_FAILED = 3  # the run finished, but some inputs could not be scored
+EXIT_GATE_FAILED = 4  # the run finished and the quality gate failed (takes precedence over 3)

@@ -177,13 +177,14 @@ class MosModel(
         self, features: torch.Tensor | dict[str, torch.Tensor], mask: torch.Tensor, text: torch.Tensor | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, Attention]]:
         """Scores ``(B,)`` per axis (label scale) of frame sequences ``(B, T, D)`` (or one per
-        stream) with mask ``(B, T)``; ``text`` ``(B, E)`` for the text axes."""
-        if self.config.text_axes and text is None:
-            raise ConfigError(f"axes {list(self.config.text_axes)} need a text prompt for every clip")
+        stream) with mask ``(B, T)``; ``text`` ``(B, E)`` for the text axes, which are left out
+        when ``text`` is None."""
         scores: dict[str, torch.Tensor] = {}
         attention: dict[str, Attention] = {}
         shared = None
         for i, axis in enumerate(self.config.axes):
+            if axis in self.config.text_axes and text is None:
+                continue
             if isinstance(features, dict):
                 emb, att = self.embed(features[axis], mask)
             else:
