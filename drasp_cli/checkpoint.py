@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
-from .hub import hub_file, sha256_of
+from .hub import hub_file, resolve_weights, sha256_of
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -45,10 +45,10 @@ def write_checkpoint(model, directory: str | Path, card: dict[str, Any] | None =
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
     source = config.backbone.source
-    weights_path = getattr(model.backbone, "weights_path", None)
-    if source is not None and source.sha256 is None and weights_path is not None:
-        # Pin the exact pretrained file the model was made with.
-        config = replace(config, backbone=replace(config.backbone, source=replace(source, sha256=sha256_of(Path(weights_path)))))
+    if source is not None and source.sha256 is None and not config.backbone.trainable:
+        # Pin the exact pretrained file a frozen backbone comes from: loading checks it.
+        digest = sha256_of(resolve_weights(source))
+        config = replace(config, backbone=replace(config.backbone, source=replace(source, sha256=digest)))
         model.config = config
     state = {k: v.detach().cpu().contiguous() for k, v in model.checkpoint_state().items()}
     meta = {"format": "pt", "drasp_version": __version__, "format_version": str(config.format_version)}
@@ -194,3 +194,35 @@ def model_card(model, info: dict[str, Any]) -> str:
         else:
             lines.append(str(body))
     return "\n".join(lines) + "\n"
+
+
+def push_checkpoint(model_dir: str | Path, repo_id: str, private: bool = False, message: str = "Upload drasp model") -> str:
+    """Upload a checkpoint folder's ``config.json``, ``model.safetensors`` and ``README.md`` to
+    a Hub model repository (created if needed); returns the commit URL.
+
+    The folder is checked first: it must load as a drasp model's config, so a broken or foreign
+    folder is never uploaded.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(model_dir)
+    config_path, _ = _checkpoint_files(folder, None) if folder.is_dir() else (None, None)
+    if config_path is None:
+        raise CheckpointError(f"{folder}: not a checkpoint folder")
+    read_config(config_path)
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
+            commit_message=message,
+        )
+    except HfHubHTTPError as e:
+        raise CheckpointError(f"{repo_id}: upload failed ({e}); check `hf auth login` and the repo name") from None
+    except OSError as e:
+        raise CheckpointError(f"{repo_id}: the Hub cannot be reached ({e})") from None
+    return str(getattr(info, "commit_url", info))

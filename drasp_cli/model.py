@@ -23,12 +23,14 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .backbones import build_backbone
-from .backbones.base import BackboneConfig, Frames
+from .backbones.base import BackboneConfig, Frames, WeightsSource
 from .config import config_from_dict, config_to_dict
 from .errors import ConfigError
 from .pooling import Attention, PoolingConfig, build_pooling
 
 FORMAT_VERSION = 1  # of config.json + model.safetensors; bumped when the layout changes
+CLAP_RELEASE = ("lukewys/laion_clap", "music_audioset_epoch_15_esc_90.14.pt")  # HTSAT-base, as MusicEval and the paper
+AES_RELEASE = ("facebook/audiobox-aesthetics", "checkpoint.pt")  # Meta's released AudioBox-Aesthetics
 HEADS = ("mlp", "linear")
 ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -40,7 +42,7 @@ class ModelConfig:
     axes: tuple[str, ...] = ("MOS",)  # names of the predicted scores, e.g. ("MI", "TA") or ("PQ", "PC", "CE", "CU")
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pooling: PoolingConfig = field(default_factory=PoolingConfig)
-    projection_dim: int | None = None  # Linear(pooled -> projection_dim) after pooling; None = no projection
+    projection_dim: int | None = None  # Linear(pooled -> projection_dim) after pooling; None = none (with backbone_projection: to its width)
     backbone_projection: bool = False  # then the backbone's own audio projection (CLAP's audio_projection)
     l2_normalize: bool = False  # L2-normalise the audio embedding before the heads
     head: str = "mlp"  # "mlp" (MusicEval: -> 256 -> 64 -> 1) or "linear" (AudioBox-Aesthetics: -> 1)
@@ -137,13 +139,16 @@ class MosModel(
         # One pooling layer serves every stream, as in the DRASP reference code for AudioBox-Aesthetics.
         self.pooling = build_pooling(config.pooling, self.backbone.feature_dim)
         dim = self.pooling.out_dim
-        self.projection = nn.Linear(dim, config.projection_dim) if config.projection_dim else None
-        dim = config.projection_dim or dim
+        # With the backbone's own projection after it, our projection maps back to the backbone's
+        # width (the reference code's pooling_proj), unless the config names another size.
+        proj_dim = config.projection_dim or (self.backbone.feature_dim if config.backbone_projection else None)
+        self.projection = nn.Linear(dim, proj_dim) if proj_dim else None
+        dim = proj_dim or dim
         if config.backbone_projection:
             if dim != self.backbone.feature_dim or self.backbone.embedding_dim is None:
                 raise ConfigError(
                     f"backbone_projection needs an embedding of the backbone's feature size {self.backbone.feature_dim} "
-                    f"(set projection_dim to it) and a backbone with a projection; got {dim}"
+                    f"and a backbone with a projection; got {dim}"
                 )
             dim = self.backbone.embedding_dim
         text_dim = self.backbone.embedding_dim if config.text_axes else 0
@@ -259,19 +264,22 @@ class MosModel(
         return read_checkpoint(model_id, revision=revision, device=map_location)
 
 
-def preset(name: str, **overrides: Any) -> ModelConfig:
+def preset(name: str, axes: tuple[str, ...] | None = None, **overrides: Any) -> ModelConfig:
     """The published designs as configs: ``clap`` (MusicEval/DRASP), ``aes``
     (AudioBox-Aesthetics), and ``mel`` (the light offline backbone).
 
+    ``axes`` renames the outputs for other data; a text axis is kept only if it is among them.
+
     >>> preset("clap").axes, preset("aes").head, preset("mel").pooling.method
     (('MI', 'TA'), 'linear', 'drasp')
+    >>> preset("clap", axes=("MOS",)).text_axes
+    ()
     """
     if name == "clap":
         base = ModelConfig(
             axes=("MI", "TA"),
-            backbone=BackboneConfig(name="clap", variant="HTSAT-base"),
-            projection_dim=1024,  # pooled -> HTSAT-base width, then CLAP's own audio_projection
-            backbone_projection=True,
+            backbone=BackboneConfig(name="clap", variant="HTSAT-base", source=WeightsSource(*CLAP_RELEASE)),
+            backbone_projection=True,  # pooled -> Linear to HTSAT's width -> CLAP's audio_projection
             l2_normalize=True,
             head="mlp",
             text_axes=("TA",),
@@ -279,13 +287,47 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     elif name == "aes":
         base = ModelConfig(
             axes=("CE", "CU", "PC", "PQ"),
-            backbone=BackboneConfig(name="aes", trainable=False),
+            backbone=BackboneConfig(name="aes", trainable=False, source=WeightsSource(*AES_RELEASE)),
             l2_normalize=True,
             head="linear",
         )
+        pooling = overrides.get("pooling", base.pooling)
+        if pooling.method != "average" and "projection_dim" not in overrides:
+            # As the DRASP reference code: pooled -> Linear back to WavLM's width, so the heads stay 768 -> 1.
+            overrides["projection_dim"] = 768
     elif name == "mel":
         base = ModelConfig(axes=("MOS",), backbone=BackboneConfig(name="mel"), head="mlp", head_activation="relu")
     else:
         raise ConfigError(f"unknown preset {name!r}; choose clap, aes or mel")
+    if axes is not None:
+        base = replace(base, axes=tuple(axes), text_axes=tuple(a for a in base.text_axes if a in axes))
     return replace(base, **overrides)
 
+
+
+def from_aes_release(source: WeightsSource | None = None, pooling: PoolingConfig | None = None) -> MosModel:
+    """Meta's released AudioBox-Aesthetics as a drasp model: its WavLM and layer weights, its
+    per-axis linear heads and its target statistics. With the default ``average`` pooling it
+    scores exactly as Meta's own inference code; other poolings start from Meta's heads.
+    """
+    from .backbones.aes import aes_head_state
+
+    source = source or WeightsSource(*AES_RELEASE)
+    heads = aes_head_state(source)
+    pooling = pooling or PoolingConfig("average")
+    config = preset(
+        "aes",
+        pooling=pooling,
+        backbone=BackboneConfig(name="aes", trainable=False, source=source),
+        l2_normalize=heads.l2_normalize,
+        label_mean=tuple(heads.label_mean[a] for a in heads.axes),
+        label_std=tuple(heads.label_std[a] for a in heads.axes),
+        axes=tuple(heads.axes),
+    )
+    model = MosModel(config)
+    model.backbone.load()
+    with torch.no_grad():
+        for axis in config.axes:
+            model.heads[axis][0].weight.copy_(heads.weight[axis])
+            model.heads[axis][0].bias.copy_(heads.bias[axis])
+    return model.eval()
