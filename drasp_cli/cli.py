@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 
 import typer
 
@@ -43,12 +44,6 @@ def poolings() -> None:
 
     for name, cls in POOLINGS.items():
         typer.echo(f"{name}\t{cls.summary}")
-
-
-def _not_yet(command: str) -> None:
-    from .errors import DraspError
-
-    raise DraspError(f"`drasp {command}` is not implemented in drasp {__version__} yet (see the project's open issues)")
 
 
 @app.command()
@@ -180,16 +175,146 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
+def _default_cache() -> str:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "drasp", "features")
+
+
 @app.command()
-def train() -> None:
-    """Train a MOS predictor on rated audio. Not implemented yet."""
-    _not_yet("train")
+def train(
+    data: str = typer.Option(..., help="Labelled data: a manifest (CSV/JSONL), a MusicEval folder, or AES-Natural lists."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for the best checkpoint, train_log.jsonl and resume state."),
+    backbone: str = typer.Option("mel", help="mel, clap or aes."),
+    pooling: str = typer.Option("drasp", help="Pooling method (see `drasp poolings`)."),
+    segment_size: int = typer.Option(4, help="DRASP/segmental segment size, in the backbone's distinct frames."),
+    recipe_name: str = typer.Option(None, "--recipe", help="clap, aes or mel (default: the backbone's)."),
+    weights: str = typer.Option(None, help="Pretrained backbone weights: a local file, or REPO_ID:FILENAME[@REVISION]."),
+    audio_root: str = typer.Option(None, help="Folder that replaces the placeholder at the start of AES-Natural data_path."),
+    val_fraction: float = typer.Option(None, help="Hold out this fraction of systems (or tracks) for validation."),
+    split_by: str = typer.Option("system", help="Validation split unit: system or track."),
+    batch_size: int = typer.Option(None, help="Override the recipe's batch size."),
+    lr: float = typer.Option(None, help="Override the recipe's learning rate."),
+    optimizer: str = typer.Option(None, help="sgd or adamw."),
+    loss: str = typer.Option(None, help="mae-sum or mae+mse."),
+    epochs: int = typer.Option(None, "--epochs", help="Maximum number of epochs."),
+    patience: int = typer.Option(None, help="Early-stopping patience in epochs."),
+    seed: int = typer.Option(None, help="Random seed."),
+    freeze_backbone: bool = typer.Option(None, "--freeze-backbone/--train-backbone", help="Freeze (and cache) or fine-tune the backbone."),
+    cache_dir: str = typer.Option(None, help="Frame-feature cache for frozen backbones (default ~/.cache/drasp/features)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    workers: int = typer.Option(2, help="Decoding threads."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Train a MOS predictor on rated audio (the paper's recipes, early stopping, resumable)."""
+    from .backbones.base import WeightsSource
+    from .data import load_dataset
+    from .model import preset
+    from .pooling import PoolingConfig
+    from .training import recipe, train as train_model
+
+    config = recipe(
+        recipe_name or backbone, batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss, max_epochs=epochs,
+        patience=patience, seed=seed, freeze_backbone=freeze_backbone,
+    )
+    dataset = load_dataset(data, audio_root=audio_root, val_fraction=val_fraction, split_by=split_by, seed=config.seed)
+    model_config = preset(backbone, axes=dataset.axes, pooling=PoolingConfig(pooling, segment_size=segment_size))
+    bb = model_config.backbone
+    if weights:
+        source = WeightsSource(path=weights) if os.path.exists(weights) or ":" not in weights else _hub_source(weights)
+        bb = replace(bb, source=source)
+    model_config = replace(model_config, backbone=replace(bb, trainable=not config.freeze_backbone))
+    say = (lambda m: None) if quiet else _warn
+    result = train_model(
+        dataset, model_config, config, out, device=device, resume=resume, cache_dir=cache_dir or _default_cache(),
+        workers=workers, on_event=say,
+    )
+    say(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f}); model in {result.out_dir}")
+
+
+def _hub_source(spec: str):
+    from .backbones.base import WeightsSource
+
+    repo, _, rest = spec.partition(":")
+    filename, _, revision = rest.partition("@")
+    return WeightsSource(repo_id=repo, filename=filename, revision=revision or None)
 
 
 @app.command(name="eval")
-def evaluate() -> None:
-    """Evaluate predictions against human ratings (clip and system level). Not implemented yet."""
-    _not_yet("eval")
+def evaluate(
+    data: str = typer.Option(..., help="Labelled data (as for `drasp train`)."),
+    model: str = typer.Option(None, "--model", "-m", help="Checkpoint folder or Hub repo id to run."),
+    scores: str = typer.Option(None, help="A saved `drasp score --format json` report to evaluate instead."),
+    revision: str = typer.Option(None, help="Hub revision of --model."),
+    split: str = typer.Option("test", help="Which split: train, val, test or all (test falls back to val when absent)."),
+    audio_root: str = typer.Option(None, help="Folder that replaces the placeholder in AES-Natural data_path."),
+    val_fraction: float = typer.Option(None, help="As for `drasp train`, to rebuild the same validation split."),
+    split_by: str = typer.Option("system", help="As for `drasp train`."),
+    seed: int = typer.Option(0, help="As for `drasp train`."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    plot: str = typer.Option(None, help="Write system-level scatter plots (PNG) into this folder."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the SRCC interval (0: none)."),
+    batch_size: int = typer.Option(8, help="Windows per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Clip- and system-level MSE, LCC, SRCC, KTAU per axis against human ratings."""
+    import json
+
+    from .data import load_dataset
+    from .errors import ConfigError
+    from .metrics import evaluate_records
+    from .report import plot_systems, read_baseline, render_eval
+
+    if (model is None) == (scores is None):
+        raise ConfigError("give exactly one of --model (run it) or --scores (a saved report)")
+    if fmt not in ("table", "json"):
+        raise ConfigError("--format must be table or json")
+    dataset = load_dataset(data, audio_root=audio_root, val_fraction=val_fraction, split_by=split_by, seed=seed)
+    name = split if split != "test" or dataset.test else "val"
+    examples = dataset.split(name)
+    if scores:
+        report = read_baseline(scores)
+        records, axes = report["clips"], tuple(report["axes"])
+    else:
+        from .scoring import Scorer, ScoreRequest, run_scoring
+
+        mos = _load(model, revision)
+        request = ScoreRequest(clips=[ex.clip for ex in examples], system_rule="none")
+        with _progress(quiet) as progress:
+            report = run_scoring(mos, request, Scorer(mos, batch_size=batch_size, device=device), progress=progress)
+        records, axes = report["clips"], tuple(mos.config.axes)
+    axes = tuple(a for a in axes if a in dataset.axes)
+    if not axes:
+        raise ConfigError(f"the predictions' axes do not match the data's ({', '.join(dataset.axes)})")
+    result = evaluate_records(records, examples, axes, n_resamples=bootstrap)
+    result["name"] = f"{dataset.name} ({name})"
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        from rich.console import Console
+
+        render_eval(result, Console())
+    if result["missing"] and not quiet:
+        _warn(f"{len(result['missing'])} labelled clips have no prediction (failed or not in --scores)")
+    if plot:
+        for path in plot_systems(result, plot):
+            if not quiet:
+                _warn(f"wrote {path}")
+
+
+@app.command()
+def push(
+    model_dir: str = typer.Argument(..., help="A checkpoint folder (config.json, model.safetensors, README.md)."),
+    repo_id: str = typer.Argument(..., help="Hub repository, owner/name."),
+    private: bool = typer.Option(False, help="Create the repository as private."),
+    message: str = typer.Option("Upload drasp model", help="Commit message."),
+) -> None:
+    """Upload a checkpoint folder with its model card to the Hugging Face Hub."""
+    from .checkpoint import push_checkpoint
+
+    url = push_checkpoint(model_dir, repo_id, private=private, message=message)
+    typer.echo(url)
 
 
 def main() -> None:

@@ -268,3 +268,57 @@ def read_baseline(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict) or "systems" not in data:
         raise DataError(f"{p}: not a drasp JSON report (no 'systems'); save one with --format json --output")
     return data
+
+
+def render_eval(result: dict[str, Any], console) -> None:
+    """Clip- and system-level metrics per axis as a Rich table."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.get('name', 'evaluation')}: {result['n_clips']} clips, {result['n_systems']} systems", title_justify="left")
+    for col in ("level", "axis", "n", "MSE", "LCC", "SRCC", "KTAU", "SRCC 95% CI"):
+        table.add_column(col, justify="left" if col in ("level", "axis") else "right")
+    for level in ("clip", "system"):
+        for axis, m in result[level].items():
+            ci = m.get("SRCC_CI95")
+            table.add_row(level, axis, str(m["n"]), *(_fmt(m[k]) for k in ("MSE", "LCC", "SRCC", "KTAU")),
+                          f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+    console.print(table)
+
+
+def plot_systems(result: dict[str, Any], out_dir: str | os.PathLike, label: str = "drasp") -> list[Path]:
+    """The paper's Fig. 3 per axis: system-level predicted vs. human MOS with the ideal line.
+
+    Writes ``systems_<AXIS>.png`` files into ``out_dir`` and returns their paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for axis, points in result["points"].items():
+        if not points:
+            continue
+        pred = [p[1] for p in points]
+        true = [p[2] for p in points]
+        lo, hi = min(pred + true), max(pred + true)
+        pad = 0.05 * (hi - lo or 1.0)
+        fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=120)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color="grey", linewidth=1, label="ideal")
+        ax.scatter(true, pred, s=22, color="tab:blue", label=label)
+        m = result["system"][axis]
+        ax.set_title(f"{axis}: system SRCC {m['SRCC']:.3f}, LCC {m['LCC']:.3f}", fontsize=9)
+        ax.set_xlabel("human MOS (system mean)")
+        ax.set_ylabel("predicted MOS (system mean)")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        path = out / f"systems_{axis}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

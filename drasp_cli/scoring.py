@@ -84,6 +84,44 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
 
 
+def clip_windows(backbone, clip: ClipInput) -> Iterator[tuple[np.ndarray, int, bool, float, float]]:
+    """Decode a clip and cut it into the backbone's windows, streaming.
+
+    Yields ``(window, real_samples, is_last, peak_so_far, seconds_so_far)`` per window; the
+    last window carries the clip's absolute peak and duration. A clip that fits one window goes
+    through the backbone's own ``prepare`` (CLAP repeat-pads it); a longer one is cut into
+    windows, the last zero-padded.
+    """
+    size = backbone.window_samples
+    if clip.samples is not None:
+        signal = prepare_array(clip.samples, clip.sample_rate or backbone.sample_rate, backbone.sample_rate, clip.path)
+        pieces: Iterator[np.ndarray] = iter([signal[i : i + size] for i in range(0, len(signal), size)])
+    else:
+        pieces = stream_file(clip.path, backbone.sample_rate, size, clip.start, clip.end)
+    peak, total = 0.0, 0
+    current = next(pieces, None)
+    if current is None or current.size == 0:
+        raise AudioError(f"{clip.path}: contains no audio samples (zero length)")
+    first = True
+    while current is not None:
+        following = next(pieces, None)
+        peak = max(peak, float(np.abs(current).max(initial=0.0)))
+        total += current.size
+        if first and following is None:
+            windows, lengths = backbone.prepare(current)
+        else:
+            # prepare() on exactly one window's samples only applies the backbone's per-sample
+            # conditioning (e.g. CLAP's int16 round trip), so a zero-padded piece stays one window.
+            padded = np.zeros(size, np.float32)
+            padded[: current.size] = current
+            windows, _ = backbone.prepare(padded)
+            lengths = np.array([current.size])
+        for j in range(len(windows)):
+            last = following is None and j == len(windows) - 1
+            yield windows[j], int(lengths[j]), last, peak, total / backbone.sample_rate
+        first, current = False, following
+
+
 @dataclass
 class _Window:
     clip: int  # index of the clip in the run
@@ -146,38 +184,8 @@ class Scorer:
 
     # -- decoding (worker threads) -----------------------------------------------------------------
     def _windows_of(self, clip_id: int, clip: ClipInput) -> Iterator[_Window]:
-        bb = self.backbone
-        size = bb.window_samples
-        if clip.samples is not None:
-            signal = prepare_array(clip.samples, clip.sample_rate or bb.sample_rate, bb.sample_rate, clip.path)
-            pieces: Iterator[np.ndarray] = iter([signal[i : i + size] for i in range(0, len(signal), size)] or [signal])
-        else:
-            pieces = stream_file(clip.path, bb.sample_rate, size, clip.start, clip.end)
-        peak, total = 0.0, 0
-        current = next(pieces, None)
-        if current is None or current.size == 0:
-            raise AudioError(f"{clip.path}: contains no audio samples (zero length)")
-        index = 0
-        while current is not None:
-            following = next(pieces, None)
-            peak = max(peak, float(np.abs(current).max(initial=0.0)))
-            total += current.size
-            if index == 0 and following is None:
-                # The whole clip fits one window: the backbone's own short-clip handling
-                # (CLAP repeat-pads, others zero-pad).
-                windows, lengths = bb.prepare(current)
-            else:
-                # A long clip: zero-pad each piece to a full window; prepare() on exactly one
-                # window's samples only applies the backbone's per-sample conditioning.
-                padded = np.zeros(size, np.float32)
-                padded[: current.size] = current
-                windows, _ = bb.prepare(padded)
-                lengths = np.array([current.size])
-            for j in range(len(windows)):
-                last = following is None and j == len(windows) - 1
-                yield _Window(clip_id, index, windows[j], int(lengths[j]), last, peak, total / bb.sample_rate)
-                index += 1
-            current = following
+        for index, (samples, length, last, peak, duration) in enumerate(clip_windows(self.backbone, clip)):
+            yield _Window(clip_id, index, samples, length, last, peak, duration)
 
     def _produce(self, jobs: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -390,6 +398,7 @@ class ScoreRequest:
     """What to score and how to name it: files/folders or a manifest, systems, prompts, shard."""
 
     inputs: list[str] = field(default_factory=list)  # files and folders (recursive)
+    clips: list[ClipInput] = field(default_factory=list)  # clips already described (e.g. a labelled split)
     manifest: str | None = None  # CSV/JSONL with path (+ system, prompt, start, end)
     system_rule: str = "auto"  # auto, map, folder, name, none (see data.assign_systems)
     system_map: str | None = None  # CSV: path/file/pattern -> system
@@ -406,7 +415,7 @@ def collect(request: ScoreRequest) -> tuple[list[ClipInput], list[Failure], list
 
     failures: list[Failure] = []
     notes: list[str] = []
-    clips: list[ClipInput] = []
+    clips: list[ClipInput] = list(request.clips)
     if request.manifest:
         clips += read_manifest(request.manifest)
     if request.inputs:
