@@ -89,6 +89,12 @@ def score(
     if drops and not baseline:
         raise errors.ConfigError("--max-drop needs --baseline")
     base = read_baseline(baseline) if baseline else None
+    rank, world = _distributed(device)
+    if world > 1:
+        # torchrun: every rank scores its own shard; rank 0 merges and writes the results.
+        shard, device = f"{rank}/{world}", (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device in ("auto", "cuda") and _cuda() else "cpu")
+        shard_index, shard_count = rank, world
+        quiet = quiet or rank > 0
     mos = _load(model, revision)
     scorer = Scorer(mos, batch_size=batch_size, device=device, precision=precision, workers=workers, segments=segments)
     request = ScoreRequest(
@@ -102,8 +108,16 @@ def score(
         strict=strict,
     )
     log = output if output and output.endswith(".jsonl") else None
+    if log and world > 1:
+        log = f"{log[: -len('.jsonl')]}.rank{rank}.jsonl"  # one resumable log per rank
     with _progress(quiet) as progress:
         report = run_scoring(mos, request, scorer, log_path=log, progress=progress)
+    if world > 1:
+        from .scoring import gather_reports
+
+        report = gather_reports(report)
+        if report is None:  # not rank 0: its results went to rank 0
+            return
     if output and not log:
         out_fmt = "csv" if output.endswith(".csv") else "json"
         write_atomic(output, render(report, out_fmt))
@@ -130,6 +144,23 @@ def score(
         raise typer.Exit(errors.EXIT_GATE_FAILED)
     if s["failed"]:
         raise typer.Exit(errors.EXIT_INPUTS_FAILED)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _distributed(device: str) -> tuple[int, int]:
+    """(rank, world size): joins the process group when started by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+
+    from .training import init_distributed
+
+    return init_distributed(torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"))
 
 
 def _warn(message: str) -> None:

@@ -459,6 +459,8 @@ def run_scoring(
     from .report import JsonlLog, system_table
 
     clips, failures, unassigned, notes = collect(request)
+    if request.shard[0] > 0:
+        failures, notes = [], []  # problems found before sharding are reported by shard 0 alone
     if request.strict and failures:
         raise AudioError(failures[0].reason)
     axes = tuple(model.config.axes)
@@ -512,3 +514,37 @@ def run_scoring(
             "duplicates": len(notes),
         },
     }
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the reports of several shards (e.g. the ranks of a torchrun job)."""
+    from .report import system_table
+
+    first = reports[0]
+    axes = tuple(first["axes"])
+    clips = sorted((c for r in reports for c in r["clips"]), key=lambda c: (c["path"], c.get("key", "")))
+    merged = {
+        "run": {**first["run"], "shard": [0, 1], "shards": len(reports)},
+        "axes": list(axes),
+        "clips": clips,
+        "systems": system_table(clips, axes),
+        "failures": [f for r in reports for f in r["failures"]],
+        "unassigned": [u for r in reports for u in r["unassigned"]],
+        "notes": [n for r in reports for n in r["notes"]],
+    }
+    merged["summary"] = {
+        key: sum(r["summary"][key] for r in reports) for key in ("inputs", "scored", "failed", "flagged", "unassigned")
+    }
+    merged["summary"]["duplicates"] = len(merged["notes"])
+    return merged
+
+
+def gather_reports(report: dict[str, Any]) -> dict[str, Any] | None:
+    """Under torchrun: collect every rank's report on rank 0 and merge them there (other ranks
+    get None). Outside torchrun the report is returned as it is."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return report
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(report, gathered, dst=0)
+    return merge_reports(gathered) if rank == 0 else None

@@ -246,3 +246,28 @@ def test_jsonl_output_resumes(checkpoint, clips, tmp_path, cli):
         assert again[c["path"]] == c["scores"]["MOS"]
     r = cli("score", str(clips), "--model", checkpoint, "-o", str(log), "--segments", "-q")
     assert r.returncode == 1 and "made with segments=False" in r.stderr
+
+
+def test_shards_cover_every_file_once_and_merge(model, clips):
+    from drasp_cli.scoring import merge_reports
+
+    files = [str(clips), str(clips / "missing.wav")]
+    whole = run_scoring(model, ScoreRequest(inputs=files), Scorer(model, device="cpu"))
+    parts = [run_scoring(model, ScoreRequest(inputs=files, shard=(i, 3)), Scorer(model, device="cpu")) for i in range(3)]
+    assert sorted(len(p["clips"]) for p in parts) == [3, 3, 4]
+    merged = merge_reports(parts)
+    assert [c["path"] for c in merged["clips"]] == sorted(c["path"] for c in whole["clips"])
+    assert merged["summary"] == whole["summary"]
+    assert [s["system"] for s in merged["systems"]] == [s["system"] for s in whole["systems"]]
+
+
+def test_score_under_torchrun_merges_on_rank_zero(checkpoint, clips, tmp_path):
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+           "-m", "drasp_cli", "score", str(clips), "--model", checkpoint, "-f", "json", "--device", "cpu", "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(r.stdout)  # only rank 0 printed
+    assert report["summary"]["scored"] == 10 and report["run"]["shards"] == 2

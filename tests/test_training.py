@@ -116,3 +116,47 @@ def test_two_process_torchrun_training_completes(labelled, tmp_path):
     log = (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()
     assert len(log) == 2  # written once, by rank 0
     assert load_model(tmp_path / "ddp").config.pooling.method == "drasp"
+
+
+def test_frozen_backbone_features_are_cached_once(labelled, tmp_path):
+    data = load_dataset(str(labelled), val_fraction=0.25, split_by="system", seed=2)
+    events: list[str] = []
+    cfg = config(max_epochs=2, freeze_backbone=True)
+    first = train(data, small_model(), cfg, tmp_path / "a", device="cpu", workers=1, cache_dir=str(tmp_path / "cache"),
+                  on_event=events.append)
+    announced = [e for e in events if e.startswith("computing frozen mel frame features")]
+    assert len(announced) == 2 and "MB in" in announced[0]  # train and validation splits, size first
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == len(data.train) + len(data.val)
+    events.clear()
+    second = train(data, small_model(), cfg, tmp_path / "b", device="cpu", workers=1, cache_dir=str(tmp_path / "cache"),
+                   on_event=events.append)
+    assert not [e for e in events if e.startswith("computing")]  # everything came from the cache
+    assert [r["val_loss"] for r in second.history] == pytest.approx([r["val_loss"] for r in first.history], abs=1e-6)
+
+
+def test_push_uploads_only_the_checkpoint_files(tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from drasp_cli.checkpoint import push_checkpoint, save_model
+    from drasp_cli.errors import CheckpointError
+    from drasp_cli.model import MosModel
+
+    folder = save_model(MosModel(small_model()), tmp_path / "m")
+    (folder / "train_log.jsonl").write_text("{}\n")
+    calls = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+
+    def upload(self, **kw):
+        calls.append(("upload", kw))
+        return "https://huggingface.co/me/model/commit/abc"
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload)
+    assert push_checkpoint(folder, "me/model", private=True).endswith("/commit/abc")
+    assert calls[0] == ("create", "me/model", {"repo_type": "model", "private": True, "exist_ok": True})
+    kw = calls[1][1]
+    assert kw["repo_id"] == "me/model" and kw["folder_path"] == str(folder)
+    assert kw["allow_patterns"] == ["config.json", "model.safetensors", "README.md"]
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        push_checkpoint(tmp_path / "junk", "me/model")
+    assert len(calls) == 2  # nothing was uploaded for the broken folder
