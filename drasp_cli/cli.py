@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
 
 import typer
 
@@ -39,7 +38,7 @@ def _root(
 
 @app.command()
 def poolings() -> None:
-    """List the pooling methods, one per line: name, output size, description."""
+    """List the pooling methods, one per line: name, a tab, a description."""
     from .pooling import POOLINGS
 
     for name, cls in POOLINGS.items():
@@ -111,7 +110,7 @@ def score(
     if log and world > 1:
         log = f"{log[: -len('.jsonl')]}.rank{rank}.jsonl"  # one resumable log per rank
     with _progress(quiet) as progress:
-        report = run_scoring(mos, request, scorer, log_path=log, progress=progress)
+        report = run_scoring(mos, request, scorer, log_path=log, progress=_rate(progress))
     if world > 1:
         from .scoring import gather_reports
 
@@ -177,10 +176,11 @@ def _load(model: str | None, revision: str | None):
 
 
 class _progress:
-    """A Rich progress bar on stderr (files, clips/s, ETA), or nothing with --quiet."""
+    """A Rich progress bar on stderr, or nothing with --quiet. Entering gives
+    ``update(completed, total, note)``."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self, quiet: bool, label: str = "scoring") -> None:
+        self.quiet, self.label = quiet, label
         self.bar = None
 
     def __enter__(self):
@@ -190,20 +190,27 @@ class _progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=True,
         )
         self.bar.__enter__()
-        self.task = self.bar.add_task("scoring", total=None, rate="")
+        self.task = self.bar.add_task(self.label, total=None, note="")
 
-        def update(done: int, total: int, windows_per_s: float) -> None:
-            self.bar.update(self.task, completed=done, total=total, rate=f"{windows_per_s:.1f} windows/s")
+        def update(completed: int, total: int, note: str = "") -> None:
+            self.bar.update(self.task, completed=completed, total=total, note=note)
 
         return update
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _rate(update):
+    """Adapt ``update`` to the scoring engine's ``progress(done, total, windows_per_s)``."""
+    if update is None:
+        return None
+    return lambda done, total, rate: update(done, total, f"{rate:.1f} windows/s")
 
 
 def _default_cache() -> str:
@@ -238,37 +245,24 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Train a MOS predictor on rated audio (the paper's recipes, early stopping, resumable)."""
-    from .backbones.base import WeightsSource
     from .data import load_dataset
-    from .model import preset
     from .pooling import PoolingConfig
-    from .training import recipe, train as train_model
+    from .training import model_config_for, recipe, train as train_model
 
     config = recipe(
         recipe_name or backbone, batch_size=batch_size, lr=lr, optimizer=optimizer, loss=loss, max_epochs=epochs,
         patience=patience, seed=seed, freeze_backbone=freeze_backbone,
     )
     dataset = load_dataset(data, audio_root=audio_root, val_fraction=val_fraction, split_by=split_by, seed=config.seed)
-    model_config = preset(backbone, axes=dataset.axes, pooling=PoolingConfig(pooling, segment_size=segment_size))
-    bb = model_config.backbone
-    if weights:
-        source = WeightsSource(path=weights) if os.path.exists(weights) or ":" not in weights else _hub_source(weights)
-        bb = replace(bb, source=source)
-    model_config = replace(model_config, backbone=replace(bb, trainable=not config.freeze_backbone))
+    model_config = model_config_for(backbone, dataset.axes, PoolingConfig(pooling, segment_size=segment_size), config, weights)
     say = (lambda m: None) if quiet else _warn
-    result = train_model(
-        dataset, model_config, config, out, device=device, resume=resume, cache_dir=cache_dir or _default_cache(),
-        workers=workers, on_event=say,
-    )
+    with _progress(quiet, "training") as update:
+        steps = None if update is None else (lambda epoch, step, n: update(step, n, f"epoch {epoch}"))
+        result = train_model(
+            dataset, model_config, config, out, device=device, resume=resume, cache_dir=cache_dir or _default_cache(),
+            workers=workers, on_event=say, on_progress=steps,
+        )
     say(f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f}); model in {result.out_dir}")
-
-
-def _hub_source(spec: str):
-    from .backbones.base import WeightsSource
-
-    repo, _, rest = spec.partition(":")
-    filename, _, revision = rest.partition("@")
-    return WeightsSource(repo_id=repo, filename=filename, revision=revision or None)
 
 
 @app.command(name="eval")
@@ -313,7 +307,7 @@ def evaluate(
         mos = _load(model, revision)
         request = ScoreRequest(clips=[ex.clip for ex in examples], system_rule="none")
         with _progress(quiet) as progress:
-            report = run_scoring(mos, request, Scorer(mos, batch_size=batch_size, device=device), progress=progress)
+            report = run_scoring(mos, request, Scorer(mos, batch_size=batch_size, device=device), progress=_rate(progress))
         records, axes = report["clips"], tuple(mos.config.axes)
     axes = tuple(a for a in axes if a in dataset.axes)
     if not axes:

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +52,20 @@ def _open_text(path: Path) -> str:
         raise DataError(f"{path}: cannot be read as UTF-8 text ({e})") from None
 
 
+def json_lines(p: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """``(line_number, object)`` for each non-blank line of a JSONL text; one object per line."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p} line {n}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p} line {n}: expected a JSON object per line")
+        yield n, obj
+
+
 def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV (with a header) or JSONL file as ``(line_number, {column: text})``.
 
@@ -60,15 +75,7 @@ def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[t
     text = _open_text(p)
     rows: list[tuple[int, dict[str, str]]] = []
     if p.suffix.lower() in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p} line {n}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p} line {n}: expected a JSON object per line")
+        for n, obj in json_lines(p, text):
             rows.append((n, {str(k).lower(): ("" if v is None else str(v)) for k, v in obj.items()}))
         columns = set().union(*(r.keys() for _, r in rows)) if rows else set()
     else:
@@ -618,16 +625,8 @@ def _load_aes_annotations(p: Path, audio_root: str | None) -> list[_Loaded]:
     """The evaluation set's ratings: one JSON object per clip, ten ratings per axis, keyed by clip id."""
     base = Path(audio_root).expanduser() if audio_root else p.parent
     items = []
-    for n, line in enumerate(_open_text(p).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, obj in json_lines(p, _open_text(p)):
         where = f"{p} line {n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object per line")
         obj = {str(k).lower(): v for k, v in obj.items()}
         clip_id = str(obj.get("data_path") or "").strip()
         if not clip_id:

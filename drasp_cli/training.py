@@ -531,3 +531,32 @@ def train(
     model = MosModel(model_config)
     model.backbone.load(pretrained=True)
     return fit(model, dataset, config, out_dir, **fit_kwargs)
+
+
+def weights_source(spec: str):
+    """``--weights``: a local file, or ``REPO_ID:FILENAME[@REVISION]`` on the Hugging Face Hub.
+
+    >>> weights_source("lukewys/laion_clap:630k-audioset-best.pt@main").revision
+    'main'
+    """
+    from .backbones.base import WeightsSource
+
+    if os.path.exists(spec) or ":" not in spec:
+        return WeightsSource(path=spec)
+    repo, _, rest = spec.partition(":")
+    filename, _, revision = rest.partition("@")
+    if not repo or not filename:
+        raise ConfigError(f"--weights {spec!r}: expected a file or REPO_ID:FILENAME[@REVISION]")
+    return WeightsSource(repo_id=repo, filename=filename, revision=revision or None)
+
+
+def model_config_for(backbone: str, axes: tuple[str, ...], pooling, config: TrainConfig, weights: str | None = None):
+    """The model a training run builds: the backbone's published design with the data's axes,
+    the chosen pooling, and a backbone that is frozen or fine-tuned as the recipe says."""
+    from .model import preset
+
+    model_config = preset(backbone, axes=tuple(axes), pooling=pooling)
+    bb = model_config.backbone
+    if weights:
+        bb = replace(bb, source=weights_source(weights))
+    return replace(model_config, backbone=replace(bb, trainable=not config.freeze_backbone))

@@ -1,0 +1,206 @@
+"""Scoring speed and memory: end-to-end `drasp score` throughput against the backbone's own forward
+pass, and peak memory for long files. Prints its figures (and writes JSON with --json).
+
+    python benchmarks/speed.py                       # clap (HTSAT-base) and aes, wav and ogg, batch 8
+    python benchmarks/speed.py --backbones mel --clips 64 --memory-minutes 5 60
+
+Models have random weights in the official architectures: the compute is the same as with the
+released weights, which this machine cannot download. Clips are 10 s of 44.1 kHz stereo music-like
+audio (a few partials with vibrato and a noise floor), written once into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+SOURCE_RATE = 44_100
+
+
+def synth(seconds: float, seed: int) -> np.ndarray:
+    """Stereo music-like audio: three partials with vibrato, an envelope, and noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SOURCE_RATE)) / SOURCE_RATE
+    x = np.zeros_like(t)
+    for k in range(3):
+        f = rng.uniform(110, 880)
+        x += rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t + 0.5 * np.sin(2 * np.pi * 5 * t))
+    x *= 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.2, 1.0) * t)
+    left = x + 0.01 * rng.standard_normal(t.size)
+    right = 0.9 * x + 0.01 * rng.standard_normal(t.size)
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+def build(name: str):
+    from drasp_cli.backbones.base import BackboneConfig
+    from drasp_cli.model import MosModel, preset
+    from drasp_cli.pooling import PoolingConfig
+
+    pooling = PoolingConfig("drasp", segment_size=4)
+    if name == "clap":
+        config = preset("clap", backbone=BackboneConfig("clap", variant="HTSAT-base", trainable=False), pooling=pooling)
+    elif name == "aes":
+        config = preset("aes", backbone=BackboneConfig("aes", trainable=False), pooling=pooling)
+    else:
+        config = preset("mel", pooling=pooling)
+    model = MosModel(config)
+    model.backbone.load()
+    return model.eval()
+
+
+def raw_forward(model, batch: int, repeats: int) -> float:
+    """Clips/s of the backbone's encode alone on full 10 s windows, at batch size ``batch``."""
+    bb = model.backbone
+    windows, lengths = bb.prepare(synth(10.0, 0).mean(axis=1)[: bb.window_samples])  # any audio: cost is fixed
+    w = torch.from_numpy(np.repeat(windows, batch, axis=0))
+    n = torch.full((batch,), bb.window_samples)
+    with torch.inference_mode():
+        bb.encode(w, n)  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            bb.encode(w, n)
+    return batch * repeats / (time.perf_counter() - started)
+
+
+def end_to_end(model, files: list[str], batch: int, workers: int) -> tuple[float, dict]:
+    from drasp_cli.data import ClipInput
+    from drasp_cli.scoring import Scorer
+
+    scorer = Scorer(model, batch_size=batch, device="cpu", workers=workers)
+    list(scorer.score([ClipInput(files[0])]))  # warm-up
+    started = time.perf_counter()
+    results = list(scorer.score([ClipInput(f) for f in files]))
+    elapsed = time.perf_counter() - started
+    return len(results) / elapsed, {"failed": sum(1 for r in results if not hasattr(r, "scores"))}
+
+
+def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
+    """Milliseconds per batch of 8 clips for each pooling method on this backbone's frames."""
+    from drasp_cli.pooling import POOLINGS, PoolingConfig, build_pooling
+
+    bb = model.backbone
+    x = torch.randn(8, bb.frames_per_window, bb.feature_dim)
+    mask = torch.ones(8, bb.frames_per_window, dtype=torch.bool)
+    out = {}
+    with torch.inference_mode():
+        for name in POOLINGS:
+            pool = build_pooling(PoolingConfig(name, segment_size=4), bb.feature_dim).eval()
+            pool(x, mask)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                pool(x, mask)
+            out[name] = 1000 * (time.perf_counter() - started) / repeats
+    return out
+
+
+MEMORY_CHILD = """
+import resource, sys, time
+from benchmarks.speed import build
+from drasp_cli.data import ClipInput
+from drasp_cli.scoring import Scorer
+model = build(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+[r] = Scorer(model, batch_size=8, device="cpu").score([ClipInput(sys.argv[2])])
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - started, r.duration)
+"""
+
+
+def peak_memory(backbone: str, path: str) -> dict[str, float]:
+    """Peak RSS (MB) of a fresh process that builds the model and scores one file."""
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, backbone, path], capture_output=True, text=True, check=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout.split()
+    base, peak, seconds, duration = (float(v) for v in out)
+    return {"model_mb": base / 1024, "peak_mb": peak / 1024, "seconds": seconds, "audio_seconds": duration}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default="clap,aes", help="comma-separated: clap, aes, mel")
+    parser.add_argument("--formats", default="wav,ogg")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--clips", type=int, default=16, help="10 s clips per format")
+    parser.add_argument("--workers", type=int, default=1, help="decoding threads")
+    parser.add_argument("--memory-minutes", type=float, nargs="*", default=[5, 60])
+    parser.add_argument("--memory-backbones", default="clap")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    facts = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "batch": args.batch,
+        "backbones": {},
+        "memory": {},
+    }
+    print(f"# drasp scoring speed — {facts['machine']}, {facts['date']}, batch {args.batch}, {args.clips} clips of 10 s 44.1 kHz stereo per format")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for fmt in args.formats.split(","):
+            files[fmt] = []
+            for i in range(args.clips):
+                path = f"{tmp}/clip{i:03d}.{fmt}"
+                sf.write(path, synth(10.0, i), SOURCE_RATE)
+                files[fmt].append(path)
+        print("| backbone | raw forward clips/s (before/after) | format | end-to-end clips/s | ratio | real-time factor |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name in args.backbones.split(","):
+            model = build(name)
+            repeats = max(1, args.clips // args.batch)
+            entry = {"formats": {}, "pooling_ms_per_batch8": pooling_cost(model)}
+            for fmt, paths in files.items():
+                # Raw forward measured right before and after, so a change in machine load shows.
+                before = raw_forward(model, args.batch, repeats)
+                e2e, info = end_to_end(model, paths, args.batch, args.workers)
+                after = raw_forward(model, args.batch, repeats)
+                raw = (before + after) / 2
+                entry["formats"][fmt] = {"raw_before": before, "raw_after": after}
+                entry["formats"][fmt].update(clips_per_s=e2e, ratio=e2e / raw, **info)
+                print(f"| {name} | {raw:.2f} ({before:.2f}/{after:.2f}) | {fmt} | {e2e:.2f} | {e2e / raw:.2f} | {10 * e2e:.1f}x |")
+            facts["backbones"][name] = entry
+            del model
+        print("\n| backbone | pooling | ms per batch of 8 windows |")
+        print("| --- | --- | --- |")
+        for name, entry in facts["backbones"].items():
+            for pool, ms in entry["pooling_ms_per_batch8"].items():
+                print(f"| {name} | {pool} | {ms:.2f} |")
+        if args.memory_minutes:
+            print("\n| backbone | audio | peak RSS MB | model alone MB | scoring s |")
+            print("| --- | --- | --- | --- | --- |")
+            for name in args.memory_backbones.split(","):
+                facts["memory"][name] = {}
+                for minutes in args.memory_minutes:
+                    path = f"{tmp}/long{minutes:g}.wav"
+                    with sf.SoundFile(path, "w", SOURCE_RATE, 2, subtype="PCM_16") as f:
+                        block = synth(60.0, 99)
+                        for _ in range(int(round(minutes))):
+                            f.write(block)
+                    m = peak_memory(name, path)
+                    facts["memory"][name][f"{minutes:g} min"] = m
+                    print(f"| {name} | {minutes:g} min 44.1 kHz stereo wav | {m['peak_mb']:.0f} | {m['model_mb']:.0f} | {m['seconds']:.1f} |")
+                    os.unlink(path)
+                peaks = [v["peak_mb"] for v in facts["memory"][name].values()]
+                if len(peaks) > 1:
+                    print(f"| {name} | growth, longest vs shortest | {peaks[-1] - peaks[0]:+.0f} MB | | |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()
