@@ -18,6 +18,8 @@ from . import __version__
 from .errors import CheckpointError, ConfigError
 from .hub import hub_file, resolve_weights, sha256_of
 
+# The model drasp ships and uses when no --model is given (trained on the proxy benchmark).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "proxy-mel-drasp"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
@@ -127,8 +129,9 @@ def read_checkpoint(name_or_path: str | Path, revision: str | None = None, devic
     return model.to(device).eval()
 
 
-def load_model(name_or_path: str | Path, revision: str | None = None, device: str = "cpu"):
-    """Load a drasp model from a checkpoint folder or a Hugging Face Hub repo id.
+def load_model(name_or_path: str | Path | None = None, revision: str | None = None, device: str = "cpu"):
+    """Load a drasp model from a checkpoint folder or a Hugging Face Hub repo id; with no name,
+    the default model that ships with drasp (:data:`DEFAULT_MODEL`).
 
     >>> import tempfile
     >>> from drasp_cli.model import MosModel, ModelConfig
@@ -137,6 +140,10 @@ def load_model(name_or_path: str | Path, revision: str | None = None, device: st
     ...     load_model(d).config.axes
     ('MOS',)
     """
+    if name_or_path is None:
+        if not (DEFAULT_MODEL / CONFIG_NAME).is_file():
+            raise CheckpointError(f"the default model is missing from this installation ({DEFAULT_MODEL}); pass --model")
+        name_or_path = DEFAULT_MODEL
     return read_checkpoint(name_or_path, revision=revision, device=device)
 
 

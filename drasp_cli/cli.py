@@ -48,7 +48,7 @@ def poolings() -> None:
 @app.command()
 def score(
     inputs: list[str] = typer.Argument(None, help="Audio files and folders (searched recursively)."),
-    model: str = typer.Option(None, "--model", "-m", help="Checkpoint folder or Hugging Face Hub repo id."),
+    model: str = typer.Option(None, "--model", "-m", help="Checkpoint folder or Hub repo id (default: the shipped model)."),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     manifest: str = typer.Option(None, help="CSV or JSONL with path and optional system, prompt, start, end."),
     systems: str = typer.Option("auto", help="How clips get a system: auto, map, folder, name, none."),
@@ -167,11 +167,9 @@ def _warn(message: str) -> None:
 
 
 def _load(model: str | None, revision: str | None):
+    """The model named by --model, or the default one drasp ships."""
     from .checkpoint import load_model
-    from .errors import ConfigError
 
-    if model is None:
-        raise ConfigError("no --model given and no default model ships with this drasp version yet")
     return load_model(model, revision=revision)
 
 

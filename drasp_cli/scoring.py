@@ -142,7 +142,7 @@ class _Clip:
     weighted: dict[str, float] = field(default_factory=dict)  # window-mean: sum of weight * score
     weight: float = 0.0
     window_scores: list[dict[str, float]] = field(default_factory=list)
-    window_attention: list[tuple[torch.Tensor, int]] = field(default_factory=list)
+    window_attention: list[tuple[dict[str, torch.Tensor], int]] = field(default_factory=list)
 
 
 class Scorer:
@@ -231,14 +231,18 @@ class Scorer:
         with self._autocast():
             return self.backbone.encode(windows, lengths)
 
-    def _segments_of(self, weights: torch.Tensor, frames: int, offset_frames: int, duration: float) -> list[dict[str, Any]]:
+    def _segments_of(self, weights: dict[str, torch.Tensor], frames: int, offset_frames: int, duration: float) -> list[dict[str, Any]]:
+        """Segment records ``{"start", "end", "weight": {axis: w}}`` from per-axis attention
+        ``(S,)`` over units of ``frames`` frames starting ``offset_frames`` into the clip."""
         rate = self.backbone.frame_rate
+        rows = {axis: w.float().cpu().tolist() for axis, w in weights.items()}
         out = []
-        for s, w in enumerate(weights.tolist()):
+        for s in range(len(next(iter(rows.values())))):
             start = (offset_frames + s * frames) / rate
             if start >= duration:
                 break
-            out.append({"start": round(start, 4), "end": round(min(duration, start + frames / rate), 4), "weight": w})
+            end = min(duration, start + frames / rate)
+            out.append({"start": round(start, 4), "end": round(end, 4), "weight": {a: r[s] for a, r in rows.items()}})
         return out
 
     def _finish(self, state: _Clip, last: _Window) -> ClipResult:
@@ -269,8 +273,8 @@ class Scorer:
                     per, _ = model.score_frames(per_feats, mask[0].reshape(n, t), text_w)
                 windows = self._window_records(state.lengths, [{k: float(v[i]) for k, v in per.items()} for i in range(n)])
                 if attention:
-                    att = next(iter(attention.values()))  # shared pooling: the same weights for every axis
-                    segments = self._segments_of(att.weights[0], att.frames, 0, last.duration)
+                    frames = next(iter(attention.values())).frames
+                    segments = self._segments_of({a: att.weights[0] for a, att in attention.items()}, frames, 0, last.duration)
         else:
             scores = {k: v / state.weight for k, v in state.weighted.items()} if state.weight > 0 else {}
             if self.segments:
@@ -306,7 +310,6 @@ class Scorer:
         text = self._texts([states[w.clip].input.prompt if w.clip in states else None for w in batch])
         with self._autocast():
             per, attention = self.model.score_frames(feats, mask, text)
-        att = next(iter(attention.values())) if attention else None
         size = self.backbone.window_samples
         for i, w in enumerate(batch):
             st = states.get(w.clip)
@@ -320,8 +323,9 @@ class Scorer:
             st.lengths.append(w.length)
             if self.segments:
                 st.window_scores.append(row)
-                if att is not None:
-                    st.window_attention.append((att.weights[i].float().cpu(), att.frames))
+                if attention:
+                    frames = next(iter(attention.values())).frames
+                    st.window_attention.append(({a: att.weights[i] for a, att in attention.items()}, frames))
 
     # -- the run ---------------------------------------------------------------------------------
     def score(

@@ -126,7 +126,7 @@ def test_segments_report_windows_and_attention(model, clips):
     assert all(np.isfinite(w["scores"]["MOS"]) for w in r.windows)
     starts = [s["start"] for s in r.segments]
     assert starts[:2] == [0.0, 0.8] and r.segments[-1]["end"] == pytest.approx(25.0, abs=0.01)
-    assert sum(s["weight"] for s in r.segments) == pytest.approx(1.0, abs=1e-5)
+    assert sum(s["weight"]["MOS"] for s in r.segments) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_manifest_systems_and_start_end(model, tmp_path, clips):
@@ -271,3 +271,16 @@ def test_score_under_torchrun_merges_on_rank_zero(checkpoint, clips, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(r.stdout)  # only rank 0 printed
     assert report["summary"]["scored"] == 10 and report["run"]["shards"] == 2
+
+
+def test_window_mean_backbones_report_per_window_scores_and_attention(model, clips, monkeypatch):
+    monkeypatch.setattr(model.backbone, "long_audio", "window-mean")
+    path = str(clips / "S003" / "long-S003_P009.ogg")
+    [r] = Scorer(model, device="cpu", segments=True).score([ClipInput(path)])
+    w = [x["scores"]["MOS"] for x in r.windows]
+    assert len(w) == 3
+    assert r.scores["MOS"] == pytest.approx((w[0] + w[1] + 0.5 * w[2]) / 2.5, abs=1e-5)  # weighted by real length
+    assert {s["window"] for s in r.segments} == {0, 1, 2}
+    per_window = [sum(s["weight"]["MOS"] for s in r.segments if s["window"] == i) for i in range(3)]
+    assert per_window == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    assert r.segments[-1]["end"] == pytest.approx(25.0, abs=0.01)
