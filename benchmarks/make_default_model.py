@@ -4,7 +4,7 @@ measure it on held-out tracks and held-out systems, and write it with its model 
     python benchmarks/proxy/prepare.py                    # the data (cached)
     python benchmarks/make_default_model.py               # -> drasp_cli/checkpoints/proxy-mel-drasp/
 
-Settings: the `mel` backbone (dim 64), DRASP pooling with 4-frame (320 ms) segments, the `mel` recipe.
+Settings: the `mel` backbone (48 kHz, dim 64), DRASP pooling with 4-frame (320 ms) segments, the `mel` recipe.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--pooling", default="drasp")
     parser.add_argument("--segment-size", type=int, default=4)
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--sample-rate", type=int, default=48_000, help="mel backbone rate; 48 kHz hears codec artefacts")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +55,7 @@ def main() -> None:
     heldout = load_dataset(args.heldout).split("all")
     model_config = ModelConfig(
         axes=data.axes,
-        backbone=BackboneConfig("mel", options={"dim": args.dim, "channels": args.dim}),
+        backbone=BackboneConfig("mel", options={"dim": args.dim, "channels": args.dim, "sample_rate": args.sample_rate}),
         pooling=PoolingConfig(args.pooling, segment_size=args.segment_size),
         head="mlp",
         head_activation="relu",

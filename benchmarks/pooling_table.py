@@ -45,7 +45,7 @@ def run_one(method: str, n: int, seed: int, data, heldout, args) -> dict:
 
     model_config = ModelConfig(
         axes=data.axes,
-        backbone=BackboneConfig("mel", options={"dim": args.dim, "channels": args.dim}),
+        backbone=BackboneConfig("mel", options={"dim": args.dim, "channels": args.dim, "sample_rate": args.sample_rate}),
         pooling=PoolingConfig(method, segment_size=n),
         head="mlp",
         head_activation="relu",
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--sample-rate", type=int, default=48_000, help="mel backbone rate")
     parser.add_argument("--json", help="write every run's metrics here")
     args = parser.parse_args()
 
@@ -117,7 +118,7 @@ def main() -> None:
     heldout_split = load_dataset(str(heldout_path)).split("all") if heldout_path.exists() else []
     print(f"# Pooling comparison on {args.manifest}: {len(data.train)} train, {len(data.val)} val, "
           f"{len(data.test)} held-out-track and {len(heldout_split)} held-out-system clips; axes {', '.join(data.axes)}; "
-          f"mel backbone (dim {args.dim}), {args.epochs} epochs max, patience {args.patience}, seeds {args.seeds}")
+          f"mel backbone ({args.sample_rate} Hz, dim {args.dim}), {args.epochs} epochs max, patience {args.patience}, seeds {args.seeds}")
     jobs = [(m, args.segment_size) for m in args.methods if m != "drasp"]
     if "drasp" in args.methods:
         jobs += [("drasp", n) for n in args.segment_sizes]
@@ -129,6 +130,8 @@ def main() -> None:
             sys_srcc = row.get("tracks", {}).get("system", {}).get(data.axes[0], {}).get("SRCC", math.nan)
             print(f"  {method} n={n} seed={seed}: best epoch {row['best_epoch']}, {row['train_seconds']:.0f} s, "
                   f"held-out-track system SRCC {data.axes[0]} {sys_srcc:.3f}", flush=True)
+            if args.json:  # after every run, so an interrupted table keeps what finished
+                Path(args.json).write_text(json.dumps(rows, indent=1))
     for part in ("tracks", "systems", "all"):
         print("\n".join(summarise(rows, data.axes, part)))
     if args.json:

@@ -8,6 +8,7 @@ scores are the means over its clips, and the metrics compare those means across 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,9 +51,13 @@ def srcc_interval(pred: Sequence[float], true: Sequence[float], n_resamples: int
     def srcc(a, b):
         return stats.spearmanr(a, b).statistic
 
-    res = stats.bootstrap(
-        (p, t), srcc, paired=True, vectorized=False, n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed)
-    )
+    with warnings.catch_warnings():
+        # Resamples with tied or constant values are expected with few systems; they count as NaN.
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(
+            (p, t), srcc, paired=True, vectorized=False, n_resamples=n_resamples, method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     lo, hi = res.confidence_interval
     return (float(lo), float(hi)) if np.isfinite(lo) and np.isfinite(hi) else None
 
