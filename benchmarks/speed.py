@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="decoding threads")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[5, 60])
     parser.add_argument("--memory-backbones", default="clap")
+    parser.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 8, 16], help="batch sizes for the raw-forward scaling table")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
 
@@ -173,8 +174,14 @@ def main() -> None:
                 entry["formats"][fmt] = {"raw_before": before, "raw_after": after}
                 entry["formats"][fmt].update(clips_per_s=e2e, ratio=e2e / raw, **info)
                 print(f"| {name} | {raw:.2f} ({before:.2f}/{after:.2f}) | {fmt} | {e2e:.2f} | {e2e / raw:.2f} | {10 * e2e:.1f}x |")
+            entry["scaling"] = {b: raw_forward(model, b, repeats=max(1, 16 // b)) for b in args.scaling}
             facts["backbones"][name] = entry
             del model
+        if args.scaling:
+            print("\n| backbone | " + " | ".join(f"batch {b}" for b in args.scaling) + " |")
+            print("| --- |" + " --- |" * len(args.scaling))
+            for name, entry in facts["backbones"].items():
+                print(f"| {name} (raw clips/s) | " + " | ".join(f"{entry['scaling'][b]:.2f}" for b in args.scaling) + " |")
         print("\n| backbone | pooling | ms per batch of 8 windows |")
         print("| --- | --- | --- |")
         for name, entry in facts["backbones"].items():
