@@ -106,20 +106,31 @@ def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
 
 
 MEMORY_CHILD = """
-import resource, sys, time
+import os, resource, sys, threading, time
 from benchmarks.speed import build
 from drasp_cli.data import ClipInput
 from drasp_cli.scoring import Scorer
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024  # kB
 model = build(sys.argv[1])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before, peak, done = rss(), [0.0], threading.Event()
+def watch():  # ru_maxrss cannot be reset after the model's build, so sample the RSS while scoring
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.02)
+t = threading.Thread(target=watch, daemon=True)
+t.start()
 started = time.perf_counter()
 [r] = Scorer(model, batch_size=8, device="cpu").score([ClipInput(sys.argv[2])])
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - started, r.duration)
+done.set(); t.join()
+print(before, max(peak[0], rss()), time.perf_counter() - started, r.duration)
 """
 
 
 def peak_memory(backbone: str, path: str) -> dict[str, float]:
-    """Peak RSS (MB) of a fresh process that builds the model and scores one file."""
+    """RSS (MB) of a fresh process after building the model, and its peak while scoring one file."""
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run(
         [sys.executable, "-c", MEMORY_CHILD, backbone, path], capture_output=True, text=True, check=True, cwd=root,
@@ -188,7 +199,7 @@ def main() -> None:
             for pool, ms in entry["pooling_ms_per_batch8"].items():
                 print(f"| {name} | {pool} | {ms:.2f} |")
         if args.memory_minutes:
-            print("\n| backbone | audio | peak RSS MB | model alone MB | scoring s |")
+            print("\n| backbone | audio | peak RSS while scoring, MB | RSS before scoring, MB | scoring s |")
             print("| --- | --- | --- | --- | --- |")
             for name in args.memory_backbones.split(","):
                 facts["memory"][name] = {}

@@ -262,11 +262,12 @@ class Scorer:
             else:
                 feats = torch.cat(state.features)[None]  # (1, W*T, D)
             mask = torch.cat(state.masks)[None]  # (1, W*T)
+            state.features = state.masks = []  # the windows' frames now live in feats alone
             with self._autocast():
                 raw, attention = model.score_frames(feats, mask, text)
             scores = {k: float(v[0]) for k, v in raw.items()}
             if self.segments:
-                n = len(state.masks)
+                n = mask.shape[1] // t  # windows
                 per_feats = {k: v[0].reshape(n, t, -1) for k, v in feats.items()} if isinstance(feats, dict) else feats[0].reshape(n, t, -1)
                 text_w = text.expand(n, -1) if text is not None else None
                 with self._autocast():
