@@ -97,6 +97,7 @@ def main() -> None:
 
     from audiobox_aesthetics.model.aes import AesMultiOutput
 
+    from drasp_cli.backbones.aes import MODEL_DEFAULTS
     from drasp_cli.backbones.base import WeightsSource
     from drasp_cli.model import from_aes_release
 
@@ -106,8 +107,7 @@ def main() -> None:
         ckpt = Path(tmp) / "checkpoint.pt"
         torch.save(
             {"state_dict": {f"model.{k}": v for k, v in meta_model.state_dict().items()},
-             "model_cfg": {"proj_num_layer": 1, "nth_layer": 13, "use_weighted_layer_sum": True, "normalize_embed": True,
-                           "output_dim": 1},
+             "model_cfg": {k: getattr(meta_model, k) for k in MODEL_DEFAULTS} | {"precision": "32"},
              "target_transform": meta_model.target_transform},
             ckpt,
         )
