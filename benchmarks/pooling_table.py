@@ -21,16 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = [
-    "average",
-    "statistics",
-    "attentive",
-    "attentive-statistics",
-    "segmental-attentive-statistics",
-    "drasp",
-    "multi-head-attentive",
-    "multi-resolution-attentive",
-]
+from drasp_cli.pooling import POOLINGS
+
+METHODS = list(POOLINGS)  # the eight methods of Table I, in its order
 LEVELS = ("clip", "system")
 METRICS = ("MSE", "LCC", "SRCC", "KTAU")
 
