@@ -9,7 +9,6 @@ A frozen pretrained backbone is not copied into the checkpoint: its config recor
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,22 +16,13 @@ from typing import Any
 from . import __version__
 from .errors import CheckpointError, ConfigError
 from .hub import hub_file, resolve_weights, sha256_of
+from .report import atomic_write, write_atomic
 
 # The model drasp ships and uses when no --model is given (trained on the proxy benchmark).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "proxy-mel-drasp"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_checkpoint(model, directory: str | Path, card: dict[str, Any] | None = None) -> Path:
@@ -54,12 +44,12 @@ def write_checkpoint(model, directory: str | Path, card: dict[str, Any] | None =
         model.config = config
     state = {k: v.detach().cpu().contiguous() for k, v in model.checkpoint_state().items()}
     meta = {"format": "pt", "drasp_version": __version__, "format_version": str(config.format_version)}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=meta))
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+    write_atomic(directory / CONFIG_NAME, text)
     info = card if card is not None else getattr(model, "card_info", None) or {}
     card_text = model_card(model, info)
-    _atomic_write(directory / CARD_NAME, lambda p: p.write_text(card_text, encoding="utf-8"))
+    write_atomic(directory / CARD_NAME, card_text)
     return directory
 
 

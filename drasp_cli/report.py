@@ -141,15 +141,21 @@ def render(report: dict[str, Any], fmt: str) -> str:
     return {"csv": clips_csv, "json": to_json, "jsonl": to_jsonl}[fmt](report)
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Write ``path`` through ``write(tmp_path)`` on a temporary file in the same folder, then a
+    rename, so a reader never sees a half-written file."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 class JsonlLog:

@@ -23,6 +23,7 @@ from torch import nn
 from .backbones.base import Frames
 from .config import config_to_dict
 from .errors import ConfigError, DataError, DraspError
+from .report import atomic_write, write_atomic
 
 LOG_NAME = "train_log.jsonl"
 STATE_DIR = "resume"
@@ -192,9 +193,8 @@ def _save_cached(item: _Item, key: str, cache_dir: Path) -> None:
     from safetensors.torch import save_file
 
     feats = {"features": item.features} if torch.is_tensor(item.features) else {f"features.{k}": v for k, v in item.features.items()}
-    tmp = cache_dir / f".{key}.tmp"
-    save_file({**feats, "mask": item.mask.to(torch.uint8), "lengths": torch.from_numpy(item.lengths)}, str(tmp))
-    os.replace(tmp, cache_dir / f"{key}.safetensors")
+    tensors = {**feats, "mask": item.mask.to(torch.uint8), "lengths": torch.from_numpy(item.lengths)}
+    atomic_write(cache_dir / f"{key}.safetensors", lambda p: save_file(tensors, str(p)))
 
 
 def prepare_items(model, examples, config: TrainConfig, device, cache_dir: str | None, workers: int, on_event) -> list[_Item]:
@@ -234,24 +234,15 @@ def prepare_items(model, examples, config: TrainConfig, device, cache_dir: str |
 def _collate(model, batch: list[_Item], device, train_backbone: bool) -> tuple[Frames, dict[str, torch.Tensor]]:
     """Pad a batch of clips to the same number of windows and build its :class:`Frames`."""
     bb = model.backbone
-    n_windows = max(len(it.lengths) for it in batch)
-    size, t = bb.window_samples, bb.frames_per_window
-    lengths = np.zeros((len(batch), n_windows), dtype=np.int64)
-    for i, it in enumerate(batch):
-        lengths[i, : len(it.lengths)] = it.lengths
-    weight = torch.from_numpy(lengths / size).float().to(device)  # (B, W)
     if batch[0].features is None:
-        windows = np.zeros((len(batch), n_windows, size), dtype=np.float32)
-        for i, it in enumerate(batch):
-            windows[i, : len(it.windows)] = it.windows
-        flat = torch.from_numpy(windows.reshape(-1, size)).to(device)  # (B*W, N)
-        flat_len = torch.from_numpy(lengths.reshape(-1)).to(device)
         with torch.set_grad_enabled(train_backbone and torch.is_grad_enabled()):
-            feats, mask = bb.encode(flat, flat_len)
-        unflat = lambda x: x.reshape(len(batch), n_windows, *x.shape[1:])  # (B, W, T, ...)
-        feats = {k: unflat(v) for k, v in feats.items()} if isinstance(feats, dict) else unflat(feats)
-        mask = unflat(mask) & (torch.from_numpy(lengths).to(device) > 0)[..., None]
+            frames = bb.encode_clips([(it.windows, it.lengths) for it in batch])
     else:
+        n_windows = max(len(it.lengths) for it in batch)
+        lengths = np.zeros((len(batch), n_windows), dtype=np.int64)
+        for i, it in enumerate(batch):
+            lengths[i, : len(it.lengths)] = it.lengths
+
         def pad(x: torch.Tensor) -> torch.Tensor:
             out = x.new_zeros((n_windows, *x.shape[1:]))
             out[: len(x)] = x
@@ -262,8 +253,10 @@ def _collate(model, batch: list[_Item], device, train_backbone: bool) -> tuple[F
             feats = {k: torch.stack([pad(it.features[k]) for it in batch]).to(device).float() for k in batch[0].features}
         else:
             feats = torch.stack([pad(it.features) for it in batch]).to(device).float()  # (B, W, T, D)
+        weight = torch.from_numpy(lengths / bb.window_samples).float().to(device)  # (B, W)
+        frames = Frames(feats, mask, weight)
     labels = torch.from_numpy(np.stack([it.labels for it in batch])).float().to(device)  # (B, A)
-    return Frames(feats, mask, weight), {"labels": labels}
+    return frames, {"labels": labels}
 
 
 class _Step(nn.Module):
@@ -330,12 +323,8 @@ def _save_state(out: Path, model, optimizer, info: dict[str, Any]) -> None:
     for pid, st in opt["state"].items():
         for name, value in st.items():
             tensors[f"opt.{pid}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    tmp = state_dir / ".state.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, state_dir / "state.safetensors")
-    meta = {**info, "param_groups": opt["param_groups"]}
-    (state_dir / ".state.json.tmp").write_text(json.dumps(meta, indent=1))
-    os.replace(state_dir / ".state.json.tmp", state_dir / "state.json")
+    atomic_write(state_dir / "state.safetensors", lambda p: save_file(tensors, str(p)))
+    write_atomic(state_dir / "state.json", json.dumps({**info, "param_groups": opt["param_groups"]}, indent=1))
 
 
 def _load_state(out: Path, model, optimizer) -> dict[str, Any]:

@@ -162,18 +162,24 @@ class Backbone(nn.Module):
     # -- batch of clips -> Frames ------------------------------------------------------------------
     def forward(self, signals: list[np.ndarray]) -> Frames:
         """Frames of a batch of mono signals at ``sample_rate`` (any lengths)."""
-        prepared = [self.prepare(s) for s in signals]
-        n_windows = max(w.shape[0] for w, _ in prepared)
+        return self.encode_clips([self.prepare(s) for s in signals])
+
+    def encode_clips(self, clips: list[tuple[np.ndarray, np.ndarray]]) -> Frames:
+        """Frames of clips already cut into windows: ``[(windows (W_i, N), lengths (W_i,)), ...]``.
+
+        Clips with fewer windows are padded with empty windows (all frames masked, weight 0).
+        """
+        n_windows = max(w.shape[0] for w, _ in clips)
         device = next(self.parameters(), torch.empty(0)).device
-        windows = np.zeros((len(signals), n_windows, self.window_samples), dtype=np.float32)
-        lengths = np.zeros((len(signals), n_windows), dtype=np.int64)
-        for i, (w, n) in enumerate(prepared):
+        windows = np.zeros((len(clips), n_windows, self.window_samples), dtype=np.float32)
+        lengths = np.zeros((len(clips), n_windows), dtype=np.int64)
+        for i, (w, n) in enumerate(clips):
             windows[i, : w.shape[0]] = w
             lengths[i, : n.shape[0]] = n
         flat = torch.from_numpy(windows.reshape(-1, self.window_samples)).to(device)  # (B*W, N)
         flat_len = torch.from_numpy(lengths.reshape(-1)).to(device)  # (B*W,)
         feats, mask = self.encode(flat, flat_len)
-        b = len(signals)
+        b = len(clips)
 
         def unflat(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(b, n_windows, *x.shape[1:])  # (B, W, T, D)
@@ -182,8 +188,9 @@ class Backbone(nn.Module):
             feats = {k: unflat(v) for k, v in feats.items()}
         else:
             feats = unflat(feats)
+        mask = unflat(mask) & (unflat(flat_len) > 0)[..., None]  # padding windows: no valid frame
         weight = torch.from_numpy(lengths / self.window_samples).to(device=device, dtype=torch.float32)
-        return Frames(features=feats, mask=unflat(mask), window_weight=weight)
+        return Frames(features=feats, mask=mask, window_weight=weight)
 
     # -- optional: projection and text -------------------------------------------------------------
     def audio_projection(self, x: torch.Tensor) -> torch.Tensor:
