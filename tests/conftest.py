@@ -46,3 +46,12 @@ def put_in_hf_cache(cache, repo_id: str, files: dict, commit: str = "0" * 40) ->
         shutil.copy(src, snap / name)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torchrun rendezvous in a test."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

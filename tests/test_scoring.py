@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import free_port
 from drasp_cli.backbones.base import BackboneConfig
 from drasp_cli.checkpoint import save_model
 from drasp_cli.data import ClipInput
@@ -265,7 +266,7 @@ def test_score_under_torchrun_merges_on_rank_zero(checkpoint, clips, tmp_path):
     import os
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "drasp_cli", "score", str(clips), "--model", checkpoint, "-f", "json", "--device", "cpu", "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

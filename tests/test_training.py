@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import free_port
 from drasp_cli.backbones.base import BackboneConfig
 from drasp_cli.checkpoint import load_model
 from drasp_cli.data import load_dataset
@@ -107,7 +108,7 @@ def test_resume_gives_the_same_weights(labelled, tmp_path):
 def test_two_process_torchrun_training_completes(labelled, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
         "-m", "drasp_cli", "train", "--data", str(labelled), "--out", str(tmp_path / "ddp"), "--val-fraction", "0.25",
         "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--workers", "1", "--segment-size", "4", "-q",
     ]
