@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from drasp_cli.audio import find_audio, load_audio, probe, stream_file
+from drasp_cli.audio import find_audio, load_audio, probe, stream_file, to_mono
 from drasp_cli.errors import AudioError
 
 
@@ -41,6 +41,14 @@ def test_six_channels_are_averaged(tmp_path):
     mono = load_audio(write(tmp_path / "m.wav"), 16_000)
     six = load_audio(write(tmp_path / "six.wav", channels=6), 16_000)
     np.testing.assert_allclose(six, mono, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_downmix_is_the_mean_of_different_channels(channels):
+    block = np.random.default_rng(channels).standard_normal((4_410, channels)).astype(np.float32)
+    np.testing.assert_allclose(to_mono(block), block.mean(axis=1), atol=1e-6)
+    assert to_mono(block).dtype == np.float32 and to_mono(block).shape == (4_410,)
+    assert to_mono(np.zeros((10, 0), np.float32)).size == 0
 
 
 def test_streaming_pieces_join_to_the_whole_signal(tmp_path):
