@@ -6,6 +6,7 @@ No argument parsing here: ``cli.train`` builds a :class:`TrainConfig` and calls 
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -98,7 +99,15 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Leave the group before the interpreter ends: a group still alive at exit aborts the
+        # process now and then ("terminate called without an active exception", SIGABRT).
+        atexit.register(_leave_distributed)
     return dist_info()
+
+
+def _leave_distributed() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # -- data ---------------------------------------------------------------------------------------------
