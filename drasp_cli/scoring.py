@@ -364,8 +364,10 @@ class Scorer:
                         else:
                             states.setdefault(item.clip, _Clip(clips[item.clip]))
                             pending.append(item)
-                        if alive and len(pending) < self.batch_size:
-                            continue  # fill the batch first
+                        if alive and len(pending) < self.batch_size and not out.empty():
+                            continue  # fill the batch with what is decoded already
+                        # ...but never leave the model idle waiting for the decoders: when nothing
+                        # more is ready, run what there is. Scores do not depend on the batch.
                     if not pending:
                         continue
                     batch, pending = pending[: self.batch_size], pending[self.batch_size :]
