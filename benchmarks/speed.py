@@ -78,7 +78,7 @@ def end_to_end(model, files: list[str], batch: int, workers: int) -> tuple[float
     from drasp_cli.scoring import Scorer
 
     scorer = Scorer(model, batch_size=batch, device="cpu", workers=workers)
-    list(scorer.score([ClipInput(files[0])]))  # warm-up
+    list(scorer.score([ClipInput(f) for f in files[:batch]]))  # warm-up on one full batch, as raw_forward
     started = time.perf_counter()
     results = list(scorer.score([ClipInput(f) for f in files]))
     elapsed = time.perf_counter() - started
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--clips", type=int, default=16, help="10 s clips per format")
     parser.add_argument("--workers", type=int, default=1, help="decoding threads")
+    parser.add_argument("--rounds", type=int, default=3, help="end-to-end runs per format, each followed by a raw-forward run")
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[5, 60])
     parser.add_argument("--memory-backbones", default="clap")
     parser.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 8, 16], help="batch sizes for the raw-forward scaling table")
@@ -169,21 +170,25 @@ def main() -> None:
                 path = f"{tmp}/clip{i:03d}.{fmt}"
                 sf.write(path, synth(10.0, i), SOURCE_RATE)
                 files[fmt].append(path)
-        print("| backbone | raw forward clips/s (before/after) | format | end-to-end clips/s | ratio | real-time factor |")
+        print("| backbone | raw forward clips/s (median, range) | format | end-to-end clips/s (median, range) | ratio | real-time factor |")
         print("| --- | --- | --- | --- | --- | --- |")
         for name in args.backbones.split(","):
             model = build(name)
             repeats = max(1, args.clips // args.batch)
             entry = {"formats": {}, "pooling_ms_per_batch8": pooling_cost(model)}
             for fmt, paths in files.items():
-                # Raw forward measured right before and after, so a change in machine load shows.
-                before = raw_forward(model, args.batch, repeats)
-                e2e, info = end_to_end(model, paths, args.batch, args.workers)
-                after = raw_forward(model, args.batch, repeats)
-                raw = (before + after) / 2
-                entry["formats"][fmt] = {"raw_before": before, "raw_after": after}
+                # Raw forward and end to end alternate, round after round, so that a change in the
+                # machine's load hits both; the figures are the medians over the rounds.
+                raws, e2es = [raw_forward(model, args.batch, repeats)], []
+                for _ in range(args.rounds):
+                    e2e, info = end_to_end(model, paths, args.batch, args.workers)
+                    e2es.append(e2e)
+                    raws.append(raw_forward(model, args.batch, repeats))
+                raw, e2e = float(np.median(raws)), float(np.median(e2es))
+                entry["formats"][fmt] = {"raw_rounds": raws, "end_to_end_rounds": e2es, "raw": raw}
                 entry["formats"][fmt].update(clips_per_s=e2e, ratio=e2e / raw, **info)
-                print(f"| {name} | {raw:.2f} ({before:.2f}/{after:.2f}) | {fmt} | {e2e:.2f} | {e2e / raw:.2f} | {10 * e2e:.1f}x |")
+                spread = f"{min(raws):.2f}–{max(raws):.2f}"
+                print(f"| {name} | {raw:.2f} ({spread}) | {fmt} | {e2e:.2f} ({min(e2es):.2f}–{max(e2es):.2f}) | {e2e / raw:.2f} | {10 * e2e:.1f}x |")
             entry["scaling"] = {b: raw_forward(model, b, repeats=max(1, 16 // b)) for b in args.scaling}
             facts["backbones"][name] = entry
             del model
