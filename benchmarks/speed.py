@@ -3,6 +3,7 @@ pass, and peak memory for long files. Prints its figures (and writes JSON with -
 
     python benchmarks/speed.py                       # clap (HTSAT-base) and aes, wav and ogg, batch 8
     python benchmarks/speed.py --backbones mel --clips 64 --memory-minutes 5 60
+    python benchmarks/speed.py --device cuda --precision bf16 --batch 64 --clips 512 --workers 14 --memory-minutes
 
 Models have random weights in the official architectures: the compute is the same as with the
 released weights, which this machine cannot download. Clips are 10 s of 44.1 kHz stereo music-like
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `drasp` sets it (drasp_cli/cli.py main), before torch loads
 
 import numpy as np
 import soundfile as sf
@@ -59,30 +62,59 @@ def build(name: str):
     return model.eval()
 
 
-def raw_forward(model, batch: int, repeats: int) -> float:
-    """Clips/s of the backbone's encode alone on full 10 s windows, at batch size ``batch``."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def raw_forward(model, batch: int, repeats: int, precision: str = "fp32") -> float:
+    """Clips/s of the backbone's encode alone on full 10 s windows already on the model's
+    device, at batch size ``batch`` (bf16: under autocast, as ``Scorer`` runs it)."""
     bb = model.backbone
+    device = next(model.parameters()).device
     windows, lengths = bb.prepare(synth(10.0, 0).mean(axis=1)[: bb.window_samples])  # any audio: cost is fixed
-    w = torch.from_numpy(np.repeat(windows, batch, axis=0))
-    n = torch.full((batch,), bb.window_samples)
-    with torch.inference_mode():
-        bb.encode(w, n)  # warm-up
+    w = torch.from_numpy(np.repeat(windows, batch, axis=0)).to(device)
+    n = torch.full((batch,), bb.window_samples, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.inference_mode(), autocast:
+        for _ in range(2 if device.type == "cuda" else 1):
+            bb.encode(w, n)  # warm-up
+        _sync(device)
         started = time.perf_counter()
         for _ in range(repeats):
             bb.encode(w, n)
+        _sync(device)
     return batch * repeats / (time.perf_counter() - started)
 
 
-def end_to_end(model, files: list[str], batch: int, workers: int) -> tuple[float, dict]:
+def end_to_end(model, files: list[str], batch: int, workers: int, device: str = "cpu", precision: str = "fp32") -> tuple[float, dict]:
     from drasp_cli.data import ClipInput
     from drasp_cli.scoring import Scorer
 
-    scorer = Scorer(model, batch_size=batch, device="cpu", workers=workers)
+    scorer = Scorer(model, batch_size=batch, device=device, precision=precision, workers=workers)
     list(scorer.score([ClipInput(f) for f in files[:batch]]))  # warm-up on one full batch, as raw_forward
     started = time.perf_counter()
-    results = list(scorer.score([ClipInput(f) for f in files]))
+    results = list(scorer.score([ClipInput(f) for f in files]))  # scores are read back: no sync needed
     elapsed = time.perf_counter() - started
     return len(results) / elapsed, {"failed": sum(1 for r in results if not hasattr(r, "scores"))}
+
+
+def decode_only(model, files: list[str], workers: int) -> float:
+    """Clips/s of the decoding side alone (decode, downmix, resample, cut windows) on
+    ``workers`` threads: the ceiling of end-to-end throughput when the model is fast."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drasp_cli.data import ClipInput
+    from drasp_cli.scoring import clip_windows
+
+    def one(path: str) -> int:
+        return sum(1 for _ in clip_windows(model.backbone, ClipInput(path)))
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, files[:workers]))  # warm-up
+        started = time.perf_counter()
+        list(pool.map(one, files))
+    return len(files) / (time.perf_counter() - started)
 
 
 def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
@@ -90,16 +122,19 @@ def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
     from drasp_cli.pooling import POOLINGS, PoolingConfig, build_pooling
 
     bb = model.backbone
-    x = torch.randn(8, bb.frames_per_window, bb.feature_dim)
-    mask = torch.ones(8, bb.frames_per_window, dtype=torch.bool)
+    device = next(model.parameters()).device
+    x = torch.randn(8, bb.frames_per_window, bb.feature_dim, device=device)
+    mask = torch.ones(8, bb.frames_per_window, dtype=torch.bool, device=device)
     out = {}
     with torch.inference_mode():
         for name in POOLINGS:
-            pool = build_pooling(PoolingConfig(name, segment_size=4), bb.feature_dim).eval()
+            pool = build_pooling(PoolingConfig(name, segment_size=4), bb.feature_dim).to(device).eval()
             pool(x, mask)
+            _sync(device)
             started = time.perf_counter()
             for _ in range(repeats):
                 pool(x, mask)
+            _sync(device)
             out[name] = 1000 * (time.perf_counter() - started) / repeats
     return out
 
@@ -150,18 +185,30 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, nargs="*", default=[5, 60])
     parser.add_argument("--memory-backbones", default="clap")
     parser.add_argument("--scaling", type=int, nargs="*", default=[1, 4, 8, 16], help="batch sizes for the raw-forward scaling table")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", default="fp32", help="fp32, or bf16 on CUDA (raw forward and scoring alike)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
+    from drasp_cli.scoring import resolve_device
+
+    device = resolve_device(args.device)
 
     torch.set_num_threads(os.cpu_count() or 1)
     facts = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        "device": str(device),
+        "precision": args.precision,
+        "workers": args.workers,
         "batch": args.batch,
         "backbones": {},
         "memory": {},
     }
-    print(f"# drasp scoring speed — {facts['machine']}, {facts['date']}, batch {args.batch}, {args.clips} clips of 10 s 44.1 kHz stereo per format")
+    print(
+        f"# drasp scoring speed — {facts['machine']}, {facts['date']}, {device} {args.precision}, batch {args.batch}, "
+        f"{args.workers} decoding thread(s), {args.clips} clips of 10 s 44.1 kHz stereo per format"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for fmt in args.formats.split(","):
@@ -170,26 +217,30 @@ def main() -> None:
                 path = f"{tmp}/clip{i:03d}.{fmt}"
                 sf.write(path, synth(10.0, i), SOURCE_RATE)
                 files[fmt].append(path)
-        print("| backbone | raw forward clips/s (median, range) | format | end-to-end clips/s (median, range) | ratio | real-time factor |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| backbone | raw forward clips/s (median, range) | format | end-to-end clips/s (median, range) | ratio | decoding alone, clips/s | real-time factor |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for name in args.backbones.split(","):
-            model = build(name)
+            model = build(name).to(device)
             repeats = max(1, args.clips // args.batch)
             entry = {"formats": {}, "pooling_ms_per_batch8": pooling_cost(model)}
             for fmt, paths in files.items():
                 # Raw forward and end to end alternate, round after round, so that a change in the
                 # machine's load hits both; the figures are the medians over the rounds.
-                raws, e2es = [raw_forward(model, args.batch, repeats)], []
+                raws, e2es = [raw_forward(model, args.batch, repeats, args.precision)], []
                 for _ in range(args.rounds):
-                    e2e, info = end_to_end(model, paths, args.batch, args.workers)
+                    e2e, info = end_to_end(model, paths, args.batch, args.workers, str(device), args.precision)
                     e2es.append(e2e)
-                    raws.append(raw_forward(model, args.batch, repeats))
+                    raws.append(raw_forward(model, args.batch, repeats, args.precision))
                 raw, e2e = float(np.median(raws)), float(np.median(e2es))
-                entry["formats"][fmt] = {"raw_rounds": raws, "end_to_end_rounds": e2es, "raw": raw}
+                decode = decode_only(model, paths, args.workers)
+                entry["formats"][fmt] = {"raw_rounds": raws, "end_to_end_rounds": e2es, "raw": raw, "decode_only": decode}
                 entry["formats"][fmt].update(clips_per_s=e2e, ratio=e2e / raw, **info)
                 spread = f"{min(raws):.2f}–{max(raws):.2f}"
-                print(f"| {name} | {raw:.2f} ({spread}) | {fmt} | {e2e:.2f} ({min(e2es):.2f}–{max(e2es):.2f}) | {e2e / raw:.2f} | {10 * e2e:.1f}x |")
-            entry["scaling"] = {b: raw_forward(model, b, repeats=max(1, 16 // b)) for b in args.scaling}
+                print(
+                    f"| {name} | {raw:.2f} ({spread}) | {fmt} | {e2e:.2f} ({min(e2es):.2f}–{max(e2es):.2f}) | {e2e / raw:.2f} "
+                    f"| {decode:.0f} | {10 * e2e:.1f}x |"
+                )
+            entry["scaling"] = {b: raw_forward(model, b, max(1, 16 // b), args.precision) for b in args.scaling}
             facts["backbones"][name] = entry
             del model
         if args.scaling:

@@ -159,7 +159,9 @@ class Scorer:
     precision : str
         ``fp32`` (default) or ``bf16`` (CUDA only; autocast around the backbone and heads).
     workers : int
-        Decoding threads.
+        Decoding threads. They share the CPU with torch's own threads: the ``drasp`` command
+        sets ``OMP_WAIT_POLICY=PASSIVE`` (before torch loads) so that idle torch threads do not
+        spin on the cores the decoders need; a Python program can set it the same way.
     segments : bool
         Also report per-window scores and per-segment attention.
     """
