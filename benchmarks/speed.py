@@ -22,11 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `drasp` sets it (drasp_cli/cli.py main), before torch loads
+from drasp_cli.runtime import tune_process
 
-import numpy as np
-import soundfile as sf
-import torch
+tune_process()  # what the `drasp` command does before torch loads (passive OpenMP waits, mmap threshold)
+
+import numpy as np  # noqa: E402 (after tune_process)
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
 
 SOURCE_RATE = 44_100
 
@@ -141,7 +143,7 @@ def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
 
 MEMORY_CHILD = """
 import os, resource, sys, threading, time
-from benchmarks.speed import build
+from benchmarks.speed import build  # applies drasp_cli.runtime.tune_process() on import
 from drasp_cli.data import ClipInput
 from drasp_cli.scoring import Scorer
 

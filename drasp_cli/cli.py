@@ -61,7 +61,7 @@ def score(
     batch_size: int = typer.Option(8, help="Windows per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32, or bf16 on CUDA."),
-    workers: int = typer.Option(1, help="Decoding threads."),
+    workers: int = typer.Option(None, help="Decoding threads [default: 1 on the CPU, all cores but one with a GPU]."),
     shard: str = typer.Option("0/1", help="INDEX/COUNT: score every COUNT-th file from INDEX."),
     fail_under: list[str] = typer.Option(None, help="AXIS=VALUE: fail when a system's mean is below VALUE."),
     baseline: str = typer.Option(None, help="A previous --format json report to compare with."),
@@ -343,12 +343,9 @@ def push(
 def main() -> None:
     """Entry point: run the app, turning library errors into one line on stderr."""
     from .errors import DraspError
+    from .runtime import tune_process
 
-    # torch's OpenMP threads spin for a while after each operation by default, taking the cores
-    # from the decoding threads that run beside them: with a light model on 2 cores, scoring ogg
-    # went from 46 to 80 clips/s with passive waiting, and HTSAT did not get slower. Must be set
-    # before torch is imported; a value the user set wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    tune_process()  # before torch loads: passive OpenMP waiting, a fixed mmap threshold
     try:
         app()  # standalone mode: Typer handles --help, --version and usage errors (exit 2)
     except DraspError as e:

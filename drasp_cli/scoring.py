@@ -9,6 +9,7 @@ not depend on the batch size, the order, or the other files of the run.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -82,6 +83,14 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+def default_workers(device: torch.device) -> int:
+    """Decoding threads for ``device`` when none are asked for: 1 beside a CPU model (which
+    uses every core itself), all cores but one (at most 16) beside a GPU."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(16, (os.cpu_count() or 2) - 1))
 
 
 def clip_windows(backbone, clip: ClipInput) -> Iterator[tuple[np.ndarray, int, bool, float, float]]:
@@ -158,22 +167,25 @@ class Scorer:
         ``auto``, ``cpu`` or ``cuda``.
     precision : str
         ``fp32`` (default) or ``bf16`` (CUDA only; autocast around the backbone and heads).
-    workers : int
-        Decoding threads. They share the CPU with torch's own threads: the ``drasp`` command
-        sets ``OMP_WAIT_POLICY=PASSIVE`` (before torch loads) so that idle torch threads do not
-        spin on the cores the decoders need; a Python program can set it the same way.
+    workers : int or None
+        Decoding threads; None picks them: one on the CPU, where the model needs the cores, and
+        all cores but one (at most 16) when the model runs on a GPU. They share the CPU with torch's own threads: the ``drasp`` command
+        calls :func:`drasp_cli.runtime.tune_process` before torch loads so that idle torch
+        threads do not spin on the cores the decoders need; a Python program can do the same.
     segments : bool
         Also report per-window scores and per-segment attention.
     """
 
     def __init__(
-        self, model, batch_size: int = 8, device: str = "auto", precision: str = "fp32", workers: int = 1, segments: bool = False
+        self, model, batch_size: int = 8, device: str = "auto", precision: str = "fp32", workers: int | None = 1, segments: bool = False
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; use fp32 or bf16")
         self.device = resolve_device(device)
         if precision == "bf16" and self.device.type != "cuda":
             raise ConfigError("--precision bf16 needs a CUDA device; on the CPU drasp scores in fp32")
+        if workers is None:
+            workers = default_workers(self.device)
         if batch_size < 1 or workers < 1:
             raise ConfigError("batch size and workers must be at least 1")
         self.model = model.to(self.device).eval()

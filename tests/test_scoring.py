@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import free_port
 from drasp_cli.backbones.base import BackboneConfig
@@ -285,3 +286,14 @@ def test_window_mean_backbones_report_per_window_scores_and_attention(model, cli
     per_window = [sum(s["weight"]["MOS"] for s in r.segments if s["window"] == i) for i in range(3)]
     assert per_window == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
     assert r.segments[-1]["end"] == pytest.approx(25.0, abs=0.01)
+
+
+def test_default_decoding_threads_follow_the_device(monkeypatch, model):
+    from drasp_cli.scoring import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_workers(torch.device("cpu")) == 1
+    assert default_workers(torch.device("cuda")) == 7
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert default_workers(torch.device("cuda", 1)) == 16
+    assert Scorer(model, device="cpu", workers=None).workers == 1
