@@ -63,6 +63,40 @@ def _wav_truncation(path: Path) -> str | None:
         return None
 
 
+OGG_TAIL_BYTES = 1 << 17  # an Ogg page is at most 65,307 bytes
+
+
+def ogg_ending(path: str | os.PathLike) -> str | None:
+    """For an Ogg file (Vorbis, Opus, FLAC in Ogg), why its end looks cut off, else None.
+
+    libsndfile decodes a truncated Ogg file without complaint, up to its last whole page. A
+    complete stream ends with a page that reaches the end of the file and carries the
+    end-of-stream flag; this looks for that page among the last 128 KiB.
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"OggS":
+                return None
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - OGG_TAIL_BYTES)
+            f.seek(start)
+            tail = f.read()
+    except OSError:
+        return None
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        if at + 27 <= len(tail) and tail[at + 4] == 0:  # stream structure version 0
+            n_segments = tail[at + 26]
+            table = tail[at + 27 : at + 27 + n_segments]
+            end = at + 27 + n_segments + sum(table)
+            if len(table) == n_segments and end == len(tail):
+                if tail[at + 5] & 0x04:
+                    return None
+                return "the Ogg stream ends without its end-of-stream page (truncated?)"
+        at = tail.rfind(b"OggS", 0, at)
+    return "the file ends inside an Ogg page (truncated?)"
+
+
 def probe(path: str | os.PathLike, start: float | None = None, end: float | None = None) -> AudioInfo:
     """Check that ``path`` is a readable, non-empty audio file and describe it.
 
@@ -90,7 +124,8 @@ def probe(path: str | os.PathLike, start: float | None = None, end: float | None
         raise _fail(path, reason)
     frames = info.frames
     if frames <= 0:
-        raise _fail(path, "contains no audio samples (zero length)")
+        ending = ogg_ending(p)
+        raise _fail(path, "contains no audio samples (zero length)" + (f"; {ending}" if ending else ""))
     first = int(round((start or 0.0) * info.samplerate))
     last = frames if end is None else min(frames, int(round(end * info.samplerate)))
     if start is not None and (start < 0 or first >= frames):

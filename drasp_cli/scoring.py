@@ -21,11 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import is_silent, prepare_array, stream_file
+from .audio import is_silent, ogg_ending, prepare_array, stream_file
 from .data import ClipInput
 from .errors import AudioError, ConfigError, DraspError
+from .runtime import release_free_memory
 
 PRECISIONS = ("fp32", "bf16")
+TRIM_SECONDS = 2.0  # how often a run hands free heap pages back (runtime.release_free_memory)
 
 
 @dataclass
@@ -265,6 +267,8 @@ class Scorer:
         flags = []
         if is_silent(last.peak):
             flags.append("silent: peak below -80 dBFS; the score is not meaningful")
+        if clip.samples is None and (ending := ogg_ending(clip.path)):
+            flags.append(f"{ending}; scored the {last.duration:.2f} s that decode")
         text = self._texts([clip.prompt])
         if model.config.text_axes and text is None:
             flags.append(f"no prompt: {', '.join(model.config.text_axes)} not scored")
@@ -360,6 +364,7 @@ class Scorer:
             th.start()
         states: dict[int, _Clip] = {}
         done, n_windows, started = 0, 0, time.perf_counter()
+        trimmed = started
         alive = len(threads)
         pending: list[_Window] = []
         try:
@@ -386,6 +391,9 @@ class Scorer:
                         continue
                     batch, pending = pending[: self.batch_size], pending[self.batch_size :]
                     self._run_batch(batch, states)
+                    if time.perf_counter() - trimmed > TRIM_SECONDS:
+                        release_free_memory()  # else a long run's heap fragments and its peak creeps up
+                        trimmed = time.perf_counter()
                     n_windows += len(batch)
                     for w in batch:
                         if w.last and w.clip in states:

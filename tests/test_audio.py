@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from drasp_cli.audio import find_audio, load_audio, probe, stream_file, to_mono
+from drasp_cli.audio import find_audio, load_audio, ogg_ending, probe, stream_file, to_mono
 from drasp_cli.errors import AudioError
 
 
@@ -120,3 +120,35 @@ def test_find_audio_recurses_dedupes_and_reports_missing(tmp_path):
     assert files == [str(tmp_path / "a" / "deep" / "y.flac"), str(tmp_path / "a" / "x.wav")]
     assert (str(tmp_path / "a" / "x.wav"), "duplicate of an earlier input; scored once") in problems
     assert (str(tmp_path / "nope"), "no such file or folder") in problems
+
+
+def ogg_pages(data: bytes) -> list[int]:
+    """Byte offsets where each Ogg page ends."""
+    ends, at = [], 0
+    while at < len(data):
+        assert data[at : at + 4] == b"OggS"
+        n = data[at + 26]
+        at += 27 + n + sum(data[at + 27 : at + 27 + n])
+        ends.append(at)
+    return ends
+
+
+def test_a_cut_ogg_file_is_recognised(tmp_path):
+    whole = write(tmp_path / "whole.ogg", seconds=6.0, sr=44_100, subtype=None)
+    data = whole.read_bytes()
+    ends = ogg_pages(data)
+    assert ends[-1] == len(data) and len(ends) > 3
+    (tmp_path / "mid.ogg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "page.ogg").write_bytes(data[: ends[-2]])  # whole pages, but not the last one
+    assert ogg_ending(whole) is None
+    assert "inside an Ogg page" in ogg_ending(tmp_path / "mid.ogg")
+    assert "end-of-stream" in ogg_ending(tmp_path / "page.ogg")
+    assert ogg_ending(write(tmp_path / "a.flac", subtype=None)) is None  # not Ogg: no opinion
+    assert len(load_audio(tmp_path / "page.ogg", 16_000)) < len(load_audio(whole, 16_000))  # it does decode
+
+
+def test_an_ogg_file_cut_before_its_first_audio_page_says_why(tmp_path):
+    whole = write(tmp_path / "tone.ogg", seconds=3.0, sr=44_100, subtype=None)  # a pure tone: few pages
+    (tmp_path / "cut.ogg").write_bytes(whole.read_bytes()[: ogg_pages(whole.read_bytes())[1] + 100])
+    with pytest.raises(AudioError, match=r"cut.ogg: contains no audio samples .*inside an Ogg page"):
+        load_audio(tmp_path / "cut.ogg", 16_000)

@@ -1,4 +1,4 @@
-"""Process settings of the drasp command (drasp_cli.runtime), each checked in a fresh process."""
+"""Process settings of the drasp command and the scorer's memory release (drasp_cli.runtime)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from drasp_cli.runtime import release_free_memory, tune_process
 
 PROBE = """
 import json, os
@@ -19,27 +21,31 @@ print(json.dumps({"done": done, "omp": os.environ.get("OMP_WAIT_POLICY")}))
 
 
 def run(env_extra: dict[str, str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_")}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, env={**env, **env_extra})
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_tune_process_sets_passive_waits_and_the_mmap_threshold():
-    r = run({})
-    assert r == {"done": {"omp_wait_policy": True, "mmap_threshold": True}, "omp": "PASSIVE"}
+def test_tune_process_sets_passive_waits_before_torch_loads():
+    assert run({}) == {"done": {"omp_wait_policy": True}, "omp": "PASSIVE"}
 
 
 def test_tune_process_leaves_what_the_user_set():
-    r = run({"OMP_WAIT_POLICY": "ACTIVE", "MALLOC_MMAP_THRESHOLD_": "65536"})
-    assert r == {"done": {"omp_wait_policy": False, "mmap_threshold": False}, "omp": "ACTIVE"}
+    assert run({"OMP_WAIT_POLICY": "ACTIVE"}) == {"done": {"omp_wait_policy": False}, "omp": "ACTIVE"}
 
 
 def test_tune_process_does_not_claim_a_setting_torch_already_read():
     import torch  # noqa: F401  (imported in this process by now in any case)
 
-    from drasp_cli.runtime import tune_process
-
     before = os.environ.get("OMP_WAIT_POLICY")
     assert tune_process()["omp_wait_policy"] is False
     assert os.environ.get("OMP_WAIT_POLICY") == before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_free_heap_pages_are_handed_back():
+    import numpy as np
+
+    blocks = [np.ones(1 << 18) for _ in range(64)]  # 64 x 2 MB
+    del blocks[::2]
+    assert release_free_memory() is True

@@ -92,17 +92,23 @@ def test_every_bad_input_fails_alone_and_the_rest_is_scored(model, tmp_path):
     sf.write(str(tmp_path / "six.flac"), tone(1.0, 440.0, channels=6), 44_100)
     sf.write(str(tmp_path / "k8.wav"), tone(1.0, 440.0, sr=8_000), 8_000)
     sf.write(str(tmp_path / "k96.wav"), tone(1.0, 440.0, sr=96_000), 96_000)
-    names = list(reasons) + ["good.wav", "silent.wav", "short.wav", "six.flac", "k8.wav", "k96.wav"]
+    noise = np.random.default_rng(0).uniform(-0.3, 0.3, (4 * 44_100, 2)).astype(np.float32)
+    sf.write(str(tmp_path / "whole.ogg"), noise, 44_100)  # noise: many Ogg pages
+    data = (tmp_path / "whole.ogg").read_bytes()
+    (tmp_path / "cut.ogg").write_bytes(data[: 2 * len(data) // 3])  # libsndfile decodes what is there
+    names = list(reasons) + ["good.wav", "silent.wav", "short.wav", "six.flac", "k8.wav", "k96.wav", "cut.ogg"]
     results = list(Scorer(model, device="cpu", batch_size=4).score([ClipInput(str(tmp_path / n)) for n in names]))
     by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
     assert len(by_name) == len(names)
     for name, reason in reasons.items():
         assert isinstance(by_name[name], Failure), name
         assert str(tmp_path / name) in by_name[name].reason and "\n" not in by_name[name].reason
-    for name in ("good.wav", "silent.wav", "short.wav", "six.flac", "k8.wav", "k96.wav"):
+    for name in ("good.wav", "silent.wav", "short.wav", "six.flac", "k8.wav", "k96.wav", "cut.ogg"):
         assert np.isfinite(by_name[name].scores["MOS"]), name
     assert by_name["silent.wav"].flags and "silent" in by_name["silent.wav"].flags[0]
     assert not by_name["good.wav"].flags
+    assert by_name["cut.ogg"].flags and "truncated?" in by_name["cut.ogg"].flags[0]
+    assert 0 < by_name["cut.ogg"].duration < 3.5
     assert by_name["short.wav"].duration == pytest.approx(0.1)
     # Resampled and downmixed copies of the same tone score like the original.
     for name in ("six.flac", "k96.wav"):
