@@ -24,10 +24,9 @@ import torch
 from .audio import is_silent, ogg_ending, prepare_array, stream_file
 from .data import ClipInput
 from .errors import AudioError, ConfigError, DraspError
-from .runtime import release_free_memory
+from .runtime import HeapGuard
 
 PRECISIONS = ("fp32", "bf16")
-TRIM_SECONDS = 2.0  # how often a run hands free heap pages back (runtime.release_free_memory)
 
 
 @dataclass
@@ -364,7 +363,7 @@ class Scorer:
             th.start()
         states: dict[int, _Clip] = {}
         done, n_windows, started = 0, 0, time.perf_counter()
-        trimmed = started
+        heap = HeapGuard()
         alive = len(threads)
         pending: list[_Window] = []
         try:
@@ -391,9 +390,7 @@ class Scorer:
                         continue
                     batch, pending = pending[: self.batch_size], pending[self.batch_size :]
                     self._run_batch(batch, states)
-                    if time.perf_counter() - trimmed > TRIM_SECONDS:
-                        release_free_memory()  # else a long run's heap fragments and its peak creeps up
-                        trimmed = time.perf_counter()
+                    heap.check()  # else a long run's heap fragments and its peak creeps up
                     n_windows += len(batch)
                     for w in batch:
                         if w.last and w.clip in states:

@@ -49,3 +49,17 @@ def test_free_heap_pages_are_handed_back():
     blocks = [np.ones(1 << 18) for _ in range(64)]  # 64 x 2 MB
     del blocks[::2]
     assert release_free_memory() is True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim and /proc")
+def test_heap_guard_trims_only_after_growth():
+    import numpy as np
+
+    from drasp_cli.runtime import HeapGuard
+
+    guard = HeapGuard(slack=32 << 20)
+    assert guard.enabled and guard.check() is False  # nothing grew yet
+    grown = np.ones(100 << 17)  # 100 MB, touched
+    assert guard.check() is True and guard.trims == 1
+    assert guard.check() is False  # the new base includes what is still in use
+    del grown
