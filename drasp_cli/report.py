@@ -70,26 +70,43 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _common_folder(paths: list[str]) -> str | None:
+    """The folder all ``paths`` lie under (the table shows paths relative to it), or None when
+    there is none worth naming (the current folder, or paths on different roots)."""
+    folders = [os.path.dirname(p) for p in paths]
+    if not folders or any(not f for f in folders):
+        return None
+    try:
+        root = os.path.commonpath(folders)
+    except ValueError:  # absolute and relative paths mixed
+        return None
+    return root if root not in ("", ".", os.sep) else None
+
+
 def render_tables(report: dict[str, Any], console) -> None:
     """The per-clip and per-system tables, with Rich, on ``console``."""
     from rich.table import Table
 
     axes = report["axes"]
-    clips = Table(title=f"Clips ({len(report['clips'])} scored)", title_justify="left")
+    rows = sorted(report["clips"], key=lambda c: c["path"])
+    root = _common_folder([c["path"] for c in rows])
+    title = f"Clips ({len(rows)} scored" + (f", under {root})" if root else ")")
+    clips = Table(title=title, title_justify="left")
     clips.add_column("clip", overflow="fold")
     clips.add_column("system")
     for axis in axes:
         clips.add_column(axis, justify="right")
     clips.add_column("flags")
-    for c in sorted(report["clips"], key=lambda c: c["path"]):
-        clips.add_row(c["path"], c.get("system") or "", *(_fmt(c["scores"].get(a)) for a in axes), "; ".join(c.get("flags", [])))
+    for c in rows:
+        name = os.path.relpath(c["path"], root) if root else c["path"]
+        clips.add_row(name, c.get("system") or "", *(_fmt(c["scores"].get(a)) for a in axes), "; ".join(c.get("flags", [])))
     console.print(clips)
     if report["systems"]:
-        systems = Table(title="Systems (mean ± std, 95% interval; best first)", title_justify="left")
+        systems = Table(title="Systems, best first", title_justify="left")
         systems.add_column("system")
         systems.add_column("n", justify="right")
         for axis in axes:
-            systems.add_column(axis, justify="right")
+            systems.add_column(f"{axis}: mean ± std [95% interval]", justify="right")
         for s in report["systems"]:
             cells = []
             for axis in axes:
