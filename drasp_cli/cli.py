@@ -345,7 +345,7 @@ def main() -> None:
     from .errors import DraspError
     from .runtime import tune_process
 
-    tune_process()  # before torch loads: passive OpenMP waiting, a fixed mmap threshold
+    tune_process()  # before torch loads: idle torch threads wait passively, leaving the cores to the decoders
     try:
         app()  # standalone mode: Typer handles --help, --version and usage errors (exit 2)
     except DraspError as e:

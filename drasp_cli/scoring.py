@@ -141,6 +141,7 @@ class _Window:
     last: bool  # the clip's final window
     peak: float = 0.0  # the clip's absolute peak (on the last window)
     duration: float = 0.0  # the clip's duration in seconds (on the last window)
+    ending: str | None = None  # why the file's end looks cut off (on the last window), from ogg_ending
 
 
 @dataclass
@@ -170,15 +171,22 @@ class Scorer:
         ``fp32`` (default) or ``bf16`` (CUDA only; autocast around the backbone and heads).
     workers : int or None
         Decoding threads; None picks them: one on the CPU, where the model needs the cores, and
-        all cores but one (at most 16) when the model runs on a GPU. They share the CPU with torch's own threads: the ``drasp`` command
-        calls :func:`drasp_cli.runtime.tune_process` before torch loads so that idle torch
-        threads do not spin on the cores the decoders need; a Python program can do the same.
+        all cores but one (at most 16) when the model runs on a GPU. They share the CPU with
+        torch's own threads: the ``drasp`` command calls :func:`drasp_cli.runtime.tune_process`
+        before torch loads so that idle torch threads do not spin on the cores the decoders
+        need; a Python program can do the same.
     segments : bool
         Also report per-window scores and per-segment attention.
     """
 
     def __init__(
-        self, model, batch_size: int = 8, device: str = "auto", precision: str = "fp32", workers: int | None = 1, segments: bool = False
+        self,
+        model,
+        batch_size: int = 8,
+        device: str = "auto",
+        precision: str = "fp32",
+        workers: int | None = 1,
+        segments: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; use fp32 or bf16")
@@ -200,7 +208,8 @@ class Scorer:
     # -- decoding (worker threads) -----------------------------------------------------------------
     def _windows_of(self, clip_id: int, clip: ClipInput) -> Iterator[_Window]:
         for index, (samples, length, last, peak, duration) in enumerate(clip_windows(self.backbone, clip)):
-            yield _Window(clip_id, index, samples, length, last, peak, duration)
+            ending = ogg_ending(clip.path) if last and clip.samples is None else None  # here, off the model's thread
+            yield _Window(clip_id, index, samples, length, last, peak, duration, ending)
 
     def _produce(self, jobs: queue.Queue, out: queue.Queue, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -266,8 +275,8 @@ class Scorer:
         flags = []
         if is_silent(last.peak):
             flags.append("silent: peak below -80 dBFS; the score is not meaningful")
-        if clip.samples is None and (ending := ogg_ending(clip.path)):
-            flags.append(f"{ending}; scored the {last.duration:.2f} s that decode")
+        if last.ending:
+            flags.append(f"{last.ending}; scored the {last.duration:.2f} s that decode")
         text = self._texts([clip.prompt])
         if model.config.text_axes and text is None:
             flags.append(f"no prompt: {', '.join(model.config.text_axes)} not scored")
