@@ -24,7 +24,7 @@ from pathlib import Path
 
 from drasp_cli.runtime import tune_process
 
-tune_process()  # what the `drasp` command does before torch loads (passive OpenMP waits, mmap threshold)
+tune_process()  # what the `drasp` command does before torch loads (passive OpenMP waits)
 
 import numpy as np  # noqa: E402 (after tune_process)
 import soundfile as sf  # noqa: E402
@@ -142,14 +142,14 @@ def pooling_cost(model, repeats: int = 20) -> dict[str, float]:
 
 
 MEMORY_CHILD = """
-import os, resource, sys, threading, time
+import sys, threading, time
 from benchmarks.speed import build  # applies drasp_cli.runtime.tune_process() on import
 from drasp_cli.data import ClipInput
+from drasp_cli.runtime import resident_bytes
 from drasp_cli.scoring import Scorer
 
 def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024  # kB
+    return resident_bytes() / 1024  # kB
 model = build(sys.argv[1])
 before, peak, done = rss(), [0.0], threading.Event()
 def watch():  # ru_maxrss cannot be reset after the model's build, so sample the RSS while scoring

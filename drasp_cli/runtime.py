@@ -68,8 +68,8 @@ class HeapGuard:
 
     def __init__(self, slack: int = 64 << 20) -> None:
         self.slack = slack
-        self.enabled = _malloc_trim() is not None and resident_bytes() is not None
-        self.base = resident_bytes() if self.enabled else None
+        self.base = resident_bytes()
+        self.enabled = _malloc_trim() is not None and self.base is not None
         self.trims = 0
 
     def check(self) -> bool:
